@@ -1,0 +1,810 @@
+//! The RCU domain: the grace-period counter, the reader registry, `synchronize`, and the two
+//! kinds of reader (QSBR threads and read-lock guards) that share it.
+//!
+//! See the crate documentation for the algorithm and its correctness argument; the comments
+//! here name which fence pairs with which.
+
+use crate::event::Event;
+use crate::reclaim::{CallbackLock, Reclaimer};
+use crate::stats::{RcuStats, StatCounters};
+#[cfg(loom)]
+use crate::sync::thread;
+use crate::sync::{fence, Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// Which kind of reader a registration is (reported in stall warnings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReaderKind {
+    /// A thread registered with [`Rcu::register_qsbr`] (vCPU threads, the main loop).
+    Qsbr,
+    /// A thread that took [`Rcu::read_lock`] at least once.
+    ReadLock,
+}
+
+impl std::fmt::Display for ReaderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReaderKind::Qsbr => "QSBR thread",
+            ReaderKind::ReadLock => "read-lock reader",
+        })
+    }
+}
+
+/// One registered reader. Written by its owner thread; read by writers in `synchronize`.
+///
+/// Aligned to two cache lines so that two readers never share one (the adjacent-line
+/// prefetcher pulls lines in pairs).
+#[repr(align(128))]
+pub(crate) struct Slot {
+    /// 0: holds no references (offline, or outside any read section). Otherwise the value of
+    /// the domain's `gp` this reader observed when it last went online / quiescent / locked.
+    pub(crate) ctr: AtomicU64,
+    /// Set by a writer that is about to sleep waiting for this reader.
+    pub(crate) waiting: AtomicBool,
+    /// Read-lock nesting depth. Only the owner thread touches it.
+    pub(crate) nesting: AtomicU32,
+    pub(crate) kind: ReaderKind,
+    pub(crate) name: String,
+}
+
+impl Slot {
+    pub(crate) fn new(kind: ReaderKind) -> Self {
+        #[cfg(not(loom))]
+        let name = {
+            let t = std::thread::current();
+            match t.name() {
+                Some(n) => n.to_string(),
+                None => format!("{:?}", t.id()),
+            }
+        };
+        #[cfg(loom)]
+        let name = String::from("loom thread");
+        Slot {
+            ctr: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            nesting: AtomicU32::new(0),
+            kind,
+            name,
+        }
+    }
+}
+
+/// Configuration of a domain; see [`RcuBuilder`].
+pub(crate) struct Config {
+    pub(crate) use_membarrier: bool,
+    pub(crate) spin_passes: u32,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) batch_min: usize,
+    pub(crate) batch_wait: Duration,
+    pub(crate) high_water: usize,
+}
+
+/// The state shared by a domain's handles, readers and reclamation thread.
+pub(crate) struct Inner {
+    /// Unique for the life of the process (never reused, unlike an address).
+    pub(crate) id: u64,
+    /// The grace-period counter: odd, starts at 1, `+= 2` per grace period.
+    pub(crate) gp: AtomicU64,
+    /// The `gp` value of the last completed grace period.
+    pub(crate) completed: AtomicU64,
+    /// Serializes grace periods; holds a scratch list reused by every grace period.
+    gp_lock: Mutex<Vec<Arc<Slot>>>,
+    /// Every registered reader.
+    registry: Mutex<Vec<Arc<Slot>>>,
+    /// The writer sleeps on this; readers set it when they see their `waiting` flag.
+    pub(crate) event: Event,
+    pub(crate) config: Config,
+    pub(crate) stats: StatCounters,
+    pub(crate) reclaim: Reclaimer,
+}
+
+fn next_domain_id() -> u64 {
+    // Not part of the algorithm: a plain std atomic even under loom.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Inner {
+    /// The writer's half of every store-buffering pair: a full fence here, or, when the domain
+    /// uses membarrier, a full fence on every thread of the process (which is what lets
+    /// read-lock readers use a compiler barrier on their side).
+    #[inline]
+    pub(crate) fn master_fence(&self) {
+        if self.config.use_membarrier {
+            crate::membarrier::barrier_all_threads();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The reader's half of the pairs above.
+    #[inline(always)]
+    pub(crate) fn slave_fence(&self) {
+        if self.config.use_membarrier {
+            crate::sync::compiler_fence();
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn register(&self, kind: ReaderKind) -> Arc<Slot> {
+        let slot = Arc::new(Slot::new(kind));
+        self.registry.lock().push(slot.clone());
+        slot
+    }
+
+    /// Removes `slot` from the registry. The slot must already be at `ctr == 0`.
+    pub(crate) fn unregister(&self, slot: &Arc<Slot>) {
+        let mut reg = self.registry.lock();
+        if let Some(i) = reg.iter().position(|s| Arc::ptr_eq(s, slot)) {
+            reg.swap_remove(i);
+        }
+    }
+
+    /// Reader: leaves the read side (`ctr = 0`) and wakes a writer that sleeps on us.
+    #[inline]
+    pub(crate) fn reader_exit(&self, slot: &Slot, fence_kind: FenceKind) {
+        // Release: every read of the section happens before a writer that sees 0.
+        slot.ctr.store(0, Ordering::Release);
+        match fence_kind {
+            FenceKind::Full => fence(Ordering::SeqCst),
+            FenceKind::Slave => self.slave_fence(),
+        }
+        // Pairs with the writer's `waiting = true; master_fence; load ctr`.
+        self.wake_writer_if_waiting(slot);
+    }
+
+    #[inline]
+    pub(crate) fn wake_writer_if_waiting(&self, slot: &Slot) {
+        if slot.waiting.load(Ordering::Acquire) {
+            slot.waiting.store(false, Ordering::Relaxed);
+            self.event.set();
+        }
+    }
+
+    /// QSBR: announce a quiescent state, i.e. `ctr = gp`.
+    #[inline]
+    pub(crate) fn qsbr_quiescent(&self, slot: &Slot) {
+        let gp = self.gp.load(Ordering::Relaxed);
+        if slot.ctr.load(Ordering::Relaxed) == gp {
+            // No grace period began since our last report: nobody waits for us.
+            return;
+        }
+        self.qsbr_store(slot, gp);
+    }
+
+    /// QSBR: go online (or report a quiescent state) with the current `gp`.
+    #[inline]
+    pub(crate) fn qsbr_online(&self, slot: &Slot) {
+        let gp = self.gp.load(Ordering::Relaxed);
+        self.qsbr_store(slot, gp);
+    }
+
+    #[inline]
+    fn qsbr_store(&self, slot: &Slot, gp: u64) {
+        // Release: reads before the quiescent state happen before a writer that sees it.
+        slot.ctr.store(gp, Ordering::Release);
+        // Pairs with the writer's master fence (store-buffering): either the writer sees our
+        // new ctr, or our later reads see everything the writer published before its fence.
+        fence(Ordering::SeqCst);
+        self.wake_writer_if_waiting(slot);
+    }
+
+    /// Read lock, outermost level.
+    #[inline(always)]
+    pub(crate) fn lock_outermost(&self, slot: &Slot) {
+        slot.ctr
+            .store(self.gp.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Pairs with the writer's master fence (store-buffering), as for QSBR.
+        #[cfg(not(rcu_broken))]
+        self.slave_fence();
+        // The deliberately broken variant (for the loom tests): no fence, so the writer may
+        // miss this reader while the reader still reads the old pointer.
+    }
+
+    /// `synchronize`: waits until every reader that was inside a read-side section (or online,
+    /// for QSBR) when it was called has left it.
+    ///
+    /// The caller must not be a reader of this domain (checked by the public wrappers).
+    pub(crate) fn synchronize(&self) {
+        #[cfg(not(loom))]
+        let started = Instant::now();
+        // Orders the caller's earlier stores (the new pointer) before the read of `gp`, so that
+        // the grace period we wait for began after them (see the crate docs, "sharing").
+        fence(Ordering::SeqCst);
+        let target = self.gp.load(Ordering::Relaxed) + 2;
+        let mut pending = self.gp_lock.lock();
+        if self.completed.load(Ordering::Acquire) >= target {
+            // Another caller ran a whole grace period that began after we were called.
+            self.stats.shared_grace_periods.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Under gp_lock, gp == completed; the new grace period is exactly `target`.
+        let new = self.gp.load(Ordering::Relaxed) + 2;
+        debug_assert_eq!(new, target);
+        self.gp.store(new, Ordering::Relaxed);
+        self.master_fence();
+
+        pending.clear();
+        pending.extend(self.registry.lock().iter().cloned());
+        self.wait_for_readers(&mut pending, new);
+        pending.clear();
+
+        // Everything the readers did before leaving happens before what our caller does next.
+        fence(Ordering::Acquire);
+        self.completed.store(new, Ordering::Release);
+        #[cfg(not(loom))]
+        self.stats.record_grace_period(started.elapsed());
+        #[cfg(loom)]
+        self.stats.record_grace_period(Duration::ZERO);
+    }
+
+    fn wait_for_readers(&self, pending: &mut Vec<Arc<Slot>>, gp: u64) {
+        let active = |s: &Arc<Slot>| {
+            let c = s.ctr.load(Ordering::Relaxed);
+            c != 0 && c < gp
+        };
+        let mut passes = 0u32;
+        #[cfg(not(loom))]
+        let started = Instant::now();
+        let mut stall_reported = false;
+        loop {
+            pending.retain(active);
+            if pending.is_empty() {
+                return;
+            }
+            if passes < self.config.spin_passes {
+                passes += 1;
+                #[cfg(not(loom))]
+                {
+                    if passes % 8 == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        for _ in 0..64 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+                #[cfg(loom)]
+                thread::yield_now();
+                continue;
+            }
+            // Sleep. Reset first, then announce, then re-check: a reader that leaves after
+            // our re-check sees `waiting` (store-buffering pair through master_fence) and sets
+            // the event, which was reset before, so `wait` cannot miss it.
+            self.event.reset();
+            for s in pending.iter() {
+                s.waiting.store(true, Ordering::Release);
+            }
+            #[cfg(not(rcu_broken_wakeup))]
+            self.master_fence();
+            pending.retain(|s| {
+                let keep = active(s);
+                if !keep {
+                    s.waiting.store(false, Ordering::Relaxed);
+                }
+                keep
+            });
+            if pending.is_empty() {
+                return;
+            }
+            #[cfg(loom)]
+            self.event.wait();
+            #[cfg(not(loom))]
+            {
+                let timeout = self.config.stall_timeout.min(Duration::from_millis(100));
+                self.event.wait_timeout(timeout);
+                let waited = started.elapsed();
+                if !stall_reported && waited >= self.config.stall_timeout {
+                    stall_reported = true;
+                    pending.retain(active);
+                    self.report_stall(pending, gp, waited);
+                }
+            }
+            #[cfg(loom)]
+            let _ = &mut stall_reported;
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn report_stall(&self, pending: &[Arc<Slot>], gp: u64, waited: Duration) {
+        if pending.is_empty() {
+            return;
+        }
+        self.stats.stalls.fetch_add(1, Ordering::Relaxed);
+        for s in pending {
+            let ctr = s.ctr.load(Ordering::Relaxed);
+            let behind = gp.saturating_sub(ctr) / 2;
+            log::warn!(
+                "rcu stall: grace period {} has waited {:?} for {} '{}': it has not passed a \
+                 quiescent state since grace period {} began ({} grace period(s) ago){}",
+                gp / 2,
+                waited,
+                s.kind,
+                s.name,
+                ctr / 2,
+                behind,
+                match s.kind {
+                    ReaderKind::Qsbr => "; a QSBR thread must call quiescent_state() or go \
+                                         offline before it blocks",
+                    ReaderKind::ReadLock => "; a read_lock() guard is held too long",
+                }
+            );
+        }
+    }
+
+    /// Snapshot of the registered readers, for stall tests and diagnostics.
+    pub(crate) fn reader_count(&self) -> usize {
+        self.registry.lock().len()
+    }
+}
+
+/// How `reader_exit` fences: read-lock readers use the slave fence, QSBR a full one.
+#[derive(Clone, Copy)]
+pub(crate) enum FenceKind {
+    Full,
+    Slave,
+}
+
+/// An RCU domain: one grace-period counter and one registry of readers of both kinds.
+///
+/// Cheap to clone (a reference count). Most programs use the process-wide [`Rcu::global`];
+/// separate domains isolate subsystems (and tests) from each other's grace periods.
+/// Dropping the last handle runs the callbacks still queued (after a grace period) and stops
+/// the domain's reclamation thread.
+#[derive(Clone)]
+pub struct Rcu {
+    pub(crate) handle: Arc<DomainHandle>,
+}
+
+/// Owns the reclamation thread; its drop drains and stops it.
+pub(crate) struct DomainHandle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Drop for DomainHandle {
+    fn drop(&mut self) {
+        Reclaimer::shutdown(&self.inner);
+    }
+}
+
+impl std::fmt::Debug for Rcu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rcu")
+            .field("id", &self.inner().id)
+            .field("gp", &self.inner().gp.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for Rcu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builds an [`Rcu`] domain with non-default settings.
+pub struct RcuBuilder {
+    membarrier: bool,
+    spin_passes: u32,
+    stall_timeout: Duration,
+    batch_min: usize,
+    batch_wait: Duration,
+    high_water: usize,
+    lock: Option<Arc<dyn CallbackLock>>,
+}
+
+impl Default for RcuBuilder {
+    fn default() -> Self {
+        RcuBuilder {
+            membarrier: true,
+            #[cfg(not(loom))]
+            spin_passes: 100,
+            #[cfg(loom)]
+            spin_passes: 1,
+            stall_timeout: Duration::from_secs(10),
+            batch_min: 32,
+            batch_wait: Duration::from_millis(50),
+            high_water: 100_000,
+            lock: None,
+        }
+    }
+}
+
+impl RcuBuilder {
+    /// Whether read-lock readers may rely on `membarrier(2)` (default: yes, where the kernel
+    /// supports it). Without it every outermost `read_lock` executes a full fence.
+    pub fn membarrier(mut self, on: bool) -> Self {
+        self.membarrier = on;
+        self
+    }
+
+    /// How many polling passes `synchronize` makes before it sleeps (default 100).
+    pub fn spin_passes(mut self, passes: u32) -> Self {
+        self.spin_passes = passes;
+        self
+    }
+
+    /// After how long a grace period that waits on a reader logs a stall warning (default 10 s).
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Batching of `call_rcu`: the reclamation thread waits until `min` callbacks are queued or
+    /// `wait` has passed, then runs them all after one grace period (default 32 / 50 ms).
+    pub fn batch(mut self, min: usize, wait: Duration) -> Self {
+        self.batch_min = min.max(1);
+        self.batch_wait = wait;
+        self
+    }
+
+    /// Bounded garbage: above `callbacks` queued callbacks, `call_rcu` callers that can block
+    /// wait for the reclamation thread to catch up (default 100,000).
+    pub fn high_water(mut self, callbacks: usize) -> Self {
+        self.high_water = callbacks.max(1);
+        self
+    }
+
+    /// The lock that `call_rcu` callbacks run under (the VMM passes its big global lock).
+    pub fn callback_lock(mut self, lock: Arc<dyn CallbackLock>) -> Self {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// Creates the domain.
+    pub fn build(self) -> Rcu {
+        let use_membarrier = self.membarrier && crate::membarrier::available();
+        let inner = Arc::new(Inner {
+            id: next_domain_id(),
+            gp: AtomicU64::new(1),
+            completed: AtomicU64::new(1),
+            gp_lock: Mutex::new(Vec::new()),
+            registry: Mutex::new(Vec::new()),
+            event: Event::new(false),
+            config: Config {
+                use_membarrier,
+                spin_passes: self.spin_passes,
+                stall_timeout: self.stall_timeout,
+                batch_min: self.batch_min,
+                batch_wait: self.batch_wait,
+                high_water: self.high_water,
+            },
+            stats: StatCounters::default(),
+            reclaim: Reclaimer::new(self.lock),
+        });
+        Rcu {
+            handle: Arc::new(DomainHandle { inner }),
+        }
+    }
+}
+
+impl Rcu {
+    /// A new domain with default settings.
+    pub fn new() -> Rcu {
+        RcuBuilder::default().build()
+    }
+
+    /// A builder for a domain with non-default settings.
+    pub fn builder() -> RcuBuilder {
+        RcuBuilder::default()
+    }
+
+    /// The process-wide default domain (created on first use, never dropped).
+    #[cfg(not(loom))]
+    pub fn global() -> &'static Rcu {
+        static GLOBAL: std::sync::OnceLock<Rcu> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(Rcu::new)
+    }
+
+    #[inline(always)]
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.handle.inner
+    }
+
+    /// This domain's unique id.
+    pub fn id(&self) -> u64 {
+        self.inner().id
+    }
+
+    /// Whether read-lock readers of this domain use the membarrier fast path.
+    pub fn uses_membarrier(&self) -> bool {
+        self.inner().config.use_membarrier
+    }
+
+    /// How many readers (of both kinds) are registered.
+    pub fn reader_count(&self) -> usize {
+        self.inner().reader_count()
+    }
+
+    /// Registers the calling thread as a QSBR reader, initially online.
+    ///
+    /// The handle is tied to this thread (it is not `Send`). While it is online, the thread
+    /// must report a quiescent state regularly ([`QsbrThread::quiescent_state`]) or go offline
+    /// before it blocks, or grace periods wait for it.
+    pub fn register_qsbr(&self) -> QsbrThread {
+        let slot = self.inner().register(ReaderKind::Qsbr);
+        #[cfg(not(loom))]
+        crate::local::remember(self, &slot, ReaderKind::Qsbr);
+        self.inner().qsbr_online(&slot);
+        QsbrThread {
+            rcu: self.clone(),
+            slot,
+            id: self.inner().id,
+            online: true,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Waits for a grace period: every read-side section of this domain (and every online
+    /// stretch of a QSBR thread) that began before the call has ended when it returns.
+    /// Concurrent callers share grace periods.
+    ///
+    /// # Panics
+    ///
+    /// When called inside a read-side section of this domain (it would wait for itself), or on
+    /// a thread whose [`QsbrThread`] of this domain is online: use
+    /// [`QsbrThread::synchronize`] there, which goes offline for the wait.
+    pub fn synchronize(&self) {
+        #[cfg(not(loom))]
+        crate::local::assert_may_block(self, "synchronize");
+        self.inner().synchronize();
+    }
+
+    /// A snapshot of this domain's statistics.
+    pub fn stats(&self) -> RcuStats {
+        self.inner().stats.snapshot(&self.inner().reclaim)
+    }
+
+    /// Test support (loom): a read-lock reader with an explicit handle instead of a
+    /// thread-local registration, running the same lock/unlock code as [`Rcu::read_lock`].
+    #[cfg(loom)]
+    pub fn loom_reader(&self) -> LoomReader {
+        LoomReader {
+            rcu: self.clone(),
+            slot: self.inner().register(ReaderKind::ReadLock),
+        }
+    }
+}
+
+/// A registered QSBR reader: what vCPU threads and the main-loop thread are.
+///
+/// A QSBR thread reads RCU-protected data with no per-read cost at all: references obtained
+/// through it (e.g. [`RcuCell::load`](crate::RcuCell::load)) borrow the handle, and everything
+/// that ends the read side — [`quiescent_state`](Self::quiescent_state),
+/// [`offline`](Self::offline), [`synchronize`](Self::synchronize) — takes `&mut self`, so the
+/// compiler rejects a reference held across a quiescent state:
+///
+/// ```compile_fail
+/// let rcu = rcu::Rcu::new();
+/// let cell = rcu::RcuCell::new_in(&rcu, Some(5u32));
+/// let mut me = rcu.register_qsbr();
+/// let five = cell.load(&me).unwrap();
+/// me.quiescent_state(); // error: `me` is borrowed by `five`
+/// assert_eq!(*five, 5);
+/// ```
+///
+/// Dropping the handle (including during unwinding, or at thread exit if it was leaked)
+/// takes the thread offline and unregisters it, so it never stalls a grace period.
+pub struct QsbrThread {
+    rcu: Rcu,
+    slot: Arc<Slot>,
+    id: u64,
+    online: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for QsbrThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QsbrThread")
+            .field("domain", &self.id)
+            .field("online", &self.online)
+            .finish()
+    }
+}
+
+impl QsbrThread {
+    /// Reports a quiescent state: the thread holds no reference obtained before this call.
+    /// Cheap when no grace period is in progress (two loads and a compare).
+    #[inline]
+    pub fn quiescent_state(&mut self) {
+        if self.online {
+            self.rcu.inner().qsbr_quiescent(&self.slot);
+        }
+    }
+
+    /// Goes offline: grace periods stop waiting for this thread until [`online`](Self::online).
+    /// Reading through an offline handle panics.
+    #[inline]
+    pub fn offline(&mut self) {
+        if self.online {
+            self.online = false;
+            self.rcu.inner().reader_exit(&self.slot, FenceKind::Full);
+        }
+    }
+
+    /// Comes back online (which is also a quiescent state).
+    #[inline]
+    pub fn online(&mut self) {
+        if !self.online {
+            self.online = true;
+            self.rcu.inner().qsbr_online(&self.slot);
+        }
+    }
+
+    /// Whether the thread is online.
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+
+    /// Runs `f` offline (for blocking calls: `KVM_RUN`, `poll`) and comes back online.
+    #[inline]
+    pub fn offline_while<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let was_online = self.online;
+        self.offline();
+        let r = f();
+        if was_online {
+            self.online();
+        }
+        r
+    }
+
+    /// Waits for a grace period, going offline for the wait as liburcu's QSBR flavour does.
+    pub fn synchronize(&mut self) {
+        let rcu = self.rcu.clone();
+        self.offline_while(|| rcu.synchronize());
+    }
+
+    /// The domain this thread is registered with.
+    pub fn domain(&self) -> &Rcu {
+        &self.rcu
+    }
+}
+
+impl Drop for QsbrThread {
+    fn drop(&mut self) {
+        self.offline();
+        self.rcu.inner().unregister(&self.slot);
+        #[cfg(not(loom))]
+        crate::local::forget(self.id, &self.slot);
+    }
+}
+
+/// Proof that the calling thread is on the read side of a domain.
+///
+/// Implemented by [`QsbrThread`] (while online) and [`ReadGuard`]. References read under it
+/// borrow it, so they cannot outlive the read-side section.
+///
+/// # Safety
+///
+/// Sealed: only this crate implements it. `check` must panic unless the implementor
+/// guarantees that grace periods of domain `id` wait for the current thread for as long as the
+/// `&self` borrow lasts.
+pub unsafe trait ReadSide: sealed::Sealed {
+    /// Panics unless this is a live reader of domain `id`.
+    fn check(&self, id: u64);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::QsbrThread {}
+    impl Sealed for super::ReadGuard<'_> {}
+    #[cfg(loom)]
+    impl Sealed for super::LoomGuard<'_> {}
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_reader(what: &str) -> ! {
+    panic!("{what}")
+}
+
+// SAFETY: an online QsbrThread's slot holds ctr != 0 until `quiescent_state`/`offline`, which
+// take `&mut self` and so cannot run while a `&self` borrow is alive.
+unsafe impl ReadSide for QsbrThread {
+    #[inline(always)]
+    fn check(&self, id: u64) {
+        if !self.online || self.id != id {
+            not_a_reader(if !self.online {
+                "read through an offline QsbrThread: call online() first"
+            } else {
+                "read through a QsbrThread of another RCU domain than the data's"
+            });
+        }
+    }
+}
+
+/// A read-side critical section of a domain, from [`Rcu::read_lock`].
+///
+/// Nestable; not `Send` (the section belongs to the thread). While any guard of the thread is
+/// alive, grace periods of the domain wait for the thread.
+pub struct ReadGuard<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) slot: *const Slot,
+    pub(crate) _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: the guard's slot has ctr != 0 from `read_lock` until the outermost guard drops, and
+// the guard cannot outlive its `&'a Rcu` or leave its thread.
+unsafe impl ReadSide for ReadGuard<'_> {
+    #[inline(always)]
+    fn check(&self, id: u64) {
+        if self.inner.id != id {
+            not_a_reader("read through a ReadGuard of another RCU domain than the data's");
+        }
+    }
+}
+
+impl ReadGuard<'_> {
+    #[inline(always)]
+    pub(crate) fn enter(inner: &Inner, slot: &Slot) {
+        let n = slot.nesting.load(Ordering::Relaxed);
+        slot.nesting.store(n + 1, Ordering::Relaxed);
+        if n == 0 {
+            inner.lock_outermost(slot);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn exit(inner: &Inner, slot: &Slot) {
+        let n = slot.nesting.load(Ordering::Relaxed);
+        slot.nesting.store(n - 1, Ordering::Relaxed);
+        if n == 1 {
+            inner.reader_exit(slot, FenceKind::Slave);
+        }
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: the slot is kept alive by the thread's registration, which outlives every
+        // guard of the thread (see `local`).
+        let slot = unsafe { &*self.slot };
+        ReadGuard::exit(self.inner, slot);
+    }
+}
+
+/// Test support (loom): a read-lock reader with an explicit registration.
+#[cfg(loom)]
+pub struct LoomReader {
+    rcu: Rcu,
+    slot: Arc<Slot>,
+}
+
+#[cfg(loom)]
+impl LoomReader {
+    /// Enters a read-side section, exactly as [`Rcu::read_lock`] does.
+    pub fn lock(&self) -> LoomGuard<'_> {
+        ReadGuard::enter(self.rcu.inner(), &self.slot);
+        LoomGuard { reader: self }
+    }
+}
+
+#[cfg(loom)]
+impl Drop for LoomReader {
+    fn drop(&mut self) {
+        self.rcu.inner().unregister(&self.slot);
+    }
+}
+
+/// Test support (loom): the guard of a [`LoomReader`].
+#[cfg(loom)]
+pub struct LoomGuard<'a> {
+    reader: &'a LoomReader,
+}
+
+#[cfg(loom)]
+unsafe impl ReadSide for LoomGuard<'_> {
+    fn check(&self, id: u64) {
+        assert_eq!(self.reader.rcu.inner().id, id);
+    }
+}
+
+#[cfg(loom)]
+impl Drop for LoomGuard<'_> {
+    fn drop(&mut self) {
+        ReadGuard::exit(self.reader.rcu.inner(), &self.reader.slot);
+    }
+}

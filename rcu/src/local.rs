@@ -1,0 +1,178 @@
+//! Per-thread registrations: the read-lock fast path and the thread-exit clean-up.
+//!
+//! Each thread keeps a list of its registrations (read-lock slots it created lazily and the
+//! QSBR handles it registered), plus a one-entry cache (domain id -> slot) that makes the
+//! outermost `read_lock` a thread-local compare, one load of `gp` and two stores. When the
+//! thread exits, the destructor takes every registration offline and unregisters it, so an
+//! exited thread can never stall a grace period.
+
+use crate::domain::{Inner, ReadGuard, ReaderKind, Slot};
+use crate::Rcu;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+struct Registration {
+    id: u64,
+    domain: Weak<Inner>,
+    slot: Arc<Slot>,
+}
+
+struct ThreadRegs {
+    cached_id: Cell<u64>,
+    cached_slot: Cell<*const Slot>,
+    regs: RefCell<Vec<Registration>>,
+}
+
+impl Drop for ThreadRegs {
+    fn drop(&mut self) {
+        self.cached_id.set(0);
+        for reg in self.regs.get_mut().drain(..) {
+            let Some(inner) = reg.domain.upgrade() else {
+                continue;
+            };
+            match reg.slot.kind {
+                ReaderKind::Qsbr => {
+                    // A QsbrThread that was leaked (mem::forget) and never dropped.
+                    inner.reader_exit(&reg.slot, crate::domain::FenceKind::Full);
+                    inner.unregister(&reg.slot);
+                }
+                ReaderKind::ReadLock => {
+                    if reg.slot.nesting.load(Ordering::Relaxed) == 0 {
+                        inner.unregister(&reg.slot);
+                    } else {
+                        // A guard is still alive (held by another thread-local's destructor).
+                        // Keep the slot registered and allocated: the guard's drop will still
+                        // clear it, and until then grace periods must wait for it.
+                        std::mem::forget(reg.slot);
+                    }
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    static REGS: ThreadRegs = const {
+        ThreadRegs {
+            cached_id: Cell::new(0),
+            cached_slot: Cell::new(std::ptr::null()),
+            regs: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+impl Rcu {
+    /// Enters a read-side critical section on this thread; it lasts until the guard drops.
+    ///
+    /// Nestable and cheap: the outermost level stores the grace-period counter into the
+    /// thread's slot and issues a compiler barrier (with membarrier) or a full fence. The first
+    /// call on a thread registers it (one allocation).
+    ///
+    /// # Panics
+    ///
+    /// If called while the thread's thread-local storage is being destroyed.
+    #[inline]
+    pub fn read_lock(&self) -> ReadGuard<'_> {
+        let inner = self.inner();
+        let slot = REGS.with(|r| {
+            if r.cached_id.get() == inner.id {
+                r.cached_slot.get()
+            } else {
+                slow_lookup(r, self)
+            }
+        });
+        // SAFETY: `slot` is owned by this thread's registration list, which keeps it alive
+        // until the thread exits; the guard cannot leave the thread.
+        ReadGuard::enter(inner, unsafe { &*slot });
+        ReadGuard {
+            inner,
+            slot,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+#[cold]
+fn slow_lookup(r: &ThreadRegs, rcu: &Rcu) -> *const Slot {
+    let inner = rcu.inner();
+    let mut regs = r.regs.borrow_mut();
+    // Drop registrations of domains that no longer exist (their ids are never reused).
+    regs.retain(|g| g.domain.strong_count() > 0);
+    let found = regs
+        .iter()
+        .find(|g| g.id == inner.id && g.slot.kind == ReaderKind::ReadLock)
+        .map(|g| Arc::as_ptr(&g.slot));
+    let slot = match found {
+        Some(s) => s,
+        None => {
+            let slot = inner.register(ReaderKind::ReadLock);
+            let p = Arc::as_ptr(&slot);
+            regs.push(Registration {
+                id: inner.id,
+                domain: Arc::downgrade(&rcu.handle.inner),
+                slot,
+            });
+            p
+        }
+    };
+    r.cached_id.set(inner.id);
+    r.cached_slot.set(slot);
+    slot
+}
+
+/// Records a QSBR registration so that thread exit cleans it up even if the handle leaks.
+pub(crate) fn remember(rcu: &Rcu, slot: &Arc<Slot>, kind: ReaderKind) {
+    debug_assert_eq!(kind, ReaderKind::Qsbr);
+    let _ = REGS.try_with(|r| {
+        r.regs.borrow_mut().push(Registration {
+            id: rcu.inner().id,
+            domain: Arc::downgrade(&rcu.handle.inner),
+            slot: slot.clone(),
+        })
+    });
+}
+
+/// Forgets a QSBR registration whose handle was dropped normally.
+pub(crate) fn forget(id: u64, slot: &Arc<Slot>) {
+    let _ = REGS.try_with(|r| {
+        if let Ok(mut regs) = r.regs.try_borrow_mut() {
+            regs.retain(|g| !(g.id == id && Arc::ptr_eq(&g.slot, slot)));
+        }
+    });
+}
+
+/// Panics if the calling thread is a reader of `rcu` (a blocking wait would wait for itself).
+pub(crate) fn assert_may_block(rcu: &Rcu, what: &str) {
+    if let Some(kind) = reading_kind(rcu) {
+        match kind {
+            ReaderKind::ReadLock => panic!(
+                "rcu: {what}() called inside a read_lock() section of the same domain; it \
+                 would wait for this thread forever. Drop the guard first."
+            ),
+            ReaderKind::Qsbr => panic!(
+                "rcu: {what}() called on a thread whose QsbrThread is online; it would wait \
+                 for this thread forever. Call QsbrThread::{what}(&mut self) instead, which \
+                 goes offline for the wait (and so proves no RCU reference is held)."
+            ),
+        }
+    }
+}
+
+/// Whether the calling thread is currently on the read side of `rcu`, and how.
+pub(crate) fn reading_kind(rcu: &Rcu) -> Option<ReaderKind> {
+    let id = rcu.inner().id;
+    REGS.try_with(|r| {
+        let regs = r.regs.try_borrow().ok()?;
+        regs.iter()
+            .filter(|g| g.id == id)
+            .find(|g| match g.slot.kind {
+                ReaderKind::ReadLock => g.slot.nesting.load(Ordering::Relaxed) > 0,
+                ReaderKind::Qsbr => g.slot.ctr.load(Ordering::Relaxed) != 0,
+            })
+            .map(|g| g.slot.kind)
+    })
+    .ok()
+    .flatten()
+}
