@@ -217,7 +217,9 @@ impl Inner {
         let mut pending = self.gp_lock.lock();
         if self.completed.load(Ordering::Acquire) >= target {
             // Another caller ran a whole grace period that began after we were called.
-            self.stats.shared_grace_periods.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .shared_grace_periods
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         // Under gp_lock, gp == completed; the new grace period is exactly `target`.
@@ -258,7 +260,7 @@ impl Inner {
                 passes += 1;
                 #[cfg(not(loom))]
                 {
-                    if passes % 8 == 0 {
+                    if passes.is_multiple_of(8) {
                         std::thread::yield_now();
                     } else {
                         for _ in 0..64 {
@@ -326,7 +328,8 @@ impl Inner {
                 ctr / 2,
                 behind,
                 match s.kind {
-                    ReaderKind::Qsbr => "; a QSBR thread must call quiescent_state() or go \
+                    ReaderKind::Qsbr =>
+                        "; a QSBR thread must call quiescent_state() or go \
                                          offline before it blocks",
                     ReaderKind::ReadLock => "; a read_lock() guard is held too long",
                 }

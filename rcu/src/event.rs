@@ -119,12 +119,10 @@ impl Event {
             }
             if value == FREE {
                 // Announce a sleeper so that `set` knows to wake us.
-                if let Err(actual) = self.value.compare_exchange(
-                    FREE,
-                    BUSY,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                if let Err(actual) =
+                    self.value
+                        .compare_exchange(FREE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+                {
                     if actual == SET {
                         return true;
                     }

@@ -27,8 +27,7 @@ mod imp {
                 return false;
             }
             let supported = membarrier(MEMBARRIER_CMD_QUERY);
-            if supported < 0 || supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED as libc::c_long == 0
-            {
+            if supported < 0 || supported & MEMBARRIER_CMD_PRIVATE_EXPEDITED as libc::c_long == 0 {
                 return false;
             }
             membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0

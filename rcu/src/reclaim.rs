@@ -99,6 +99,9 @@ pub(crate) struct Reclaimer {
     started: AtomicBool,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
     lock: Option<Arc<dyn CallbackLock>>,
+    /// Barriers whose callback ran in the current batch; set once the batch's statistics are
+    /// recorded, so a caller of `rcu_barrier` sees them up to date.
+    barriers_done: Mutex<Vec<Arc<Event>>>,
 }
 
 // SAFETY: the raw pointers in the queue are owned by it and handed between threads only
@@ -136,6 +139,7 @@ impl Reclaimer {
             started: AtomicBool::new(false),
             thread: Mutex::new(None),
             lock,
+            barriers_done: Mutex::new(Vec::new()),
         }
     }
 
@@ -203,7 +207,8 @@ impl Reclaimer {
     /// Waits until the queue is back under the high-water mark (the caller may block).
     pub(crate) fn throttle(inner: &Arc<Inner>) {
         let r = &inner.reclaim;
-        if on_reclaimer_thread(inner.id) || r.lock.as_ref().is_some_and(|l| l.held_by_current_thread())
+        if on_reclaimer_thread(inner.id)
+            || r.lock.as_ref().is_some_and(|l| l.held_by_current_thread())
         {
             inner.stats.over_high_water.fetch_add(1, Ordering::Relaxed);
             return;
@@ -232,8 +237,7 @@ impl Reclaimer {
                  batch forever"
             );
         }
-        if cfg!(debug_assertions) && r.lock.as_ref().is_some_and(|l| l.held_by_current_thread())
-        {
+        if r.lock.as_ref().is_some_and(|l| l.held_by_current_thread()) {
             panic!(
                 "rcu: rcu_barrier() called while holding the callback lock (the BQL in the \
                  VMM); callbacks run under that lock, so the barrier would wait forever. \
@@ -242,8 +246,11 @@ impl Reclaimer {
         }
         let done = Arc::new(Event::new(false));
         let done2 = done.clone();
+        let inner2 = inner.clone();
         r.urgent.fetch_add(1, Ordering::Relaxed);
-        Reclaimer::enqueue(inner, move || done2.set());
+        Reclaimer::enqueue(inner, move || {
+            inner2.reclaim.barriers_done.lock().push(done2)
+        });
         r.wake.set();
         done.wait();
         r.urgent.fetch_sub(1, Ordering::Relaxed);
@@ -302,6 +309,9 @@ impl Reclaimer {
             // A poll request made before this point is satisfied by the grace period below
             // (Acquire: that grace period's target is at least the requester's token).
             r.gp_requested.swap(false, Ordering::Acquire);
+            // The deliberately broken variant (`--cfg rcu_broken_reclaim`, for showing that the
+            // list and torture tests catch it) runs callbacks without a grace period.
+            #[cfg(not(rcu_broken_reclaim))]
             inner.synchronize();
             if !batch.is_null() {
                 Reclaimer::run_batch(&inner, batch);
@@ -360,7 +370,13 @@ impl Reclaimer {
         if n > s.max_batch.load(Ordering::Relaxed) {
             s.max_batch.fetch_max(n, Ordering::Relaxed);
         }
-        inner.reclaim.pending.fetch_sub(n as usize, Ordering::Release);
+        inner
+            .reclaim
+            .pending
+            .fetch_sub(n as usize, Ordering::Release);
+        for done in inner.reclaim.barriers_done.lock().drain(..) {
+            done.set();
+        }
     }
 
     /// Drains the queue and stops the thread (the domain's last handle is being dropped).
@@ -434,8 +450,10 @@ impl crate::Rcu {
     /// # Panics
     ///
     /// Inside a read-side section of this domain, on a thread whose [`QsbrThread`] is online
-    /// (use [`QsbrThread::rcu_barrier`]), from a callback, and — in debug builds — while the
-    /// calling thread holds the domain's [`CallbackLock`]: each would wait forever.
+    /// (use [`QsbrThread::rcu_barrier`]), from a callback, and while the calling thread holds
+    /// the domain's [`CallbackLock`] (detected when the lock implements
+    /// [`CallbackLock::held_by_current_thread`]; the check is one call, so it is made in
+    /// release builds too): each would wait forever.
     ///
     /// [`QsbrThread`]: crate::QsbrThread
     /// [`QsbrThread::rcu_barrier`]: crate::QsbrThread::rcu_barrier

@@ -48,7 +48,10 @@ fn synchronize_waits_for_a_read_lock_reader() {
     };
     inside.wait();
     rcu.synchronize();
-    assert!(released.load(Ordering::SeqCst), "grace period ended while a reader was inside");
+    assert!(
+        released.load(Ordering::SeqCst),
+        "grace period ended while a reader was inside"
+    );
     t.join().unwrap();
 }
 
