@@ -1,2 +1,21 @@
-//! `vmm`: KVM set-up, x86_64 boot, the vCPU run loop and the command-line binary.
-//! (Not built yet: see issue 6.)
+//! `vmm`: a small KVM virtual machine monitor whose shared structures are read through RCU.
+//!
+//! KVM set-up ([`vm`]), the x86_64 Linux boot protocol ([`boot`], [`mptable`], [`cpu`],
+//! [`cpuid`]), the vCPU threads ([`vcpu`]: QSBR readers, offline inside `KVM_RUN`), and the
+//! command-line binary (`src/main.rs`). The built-in test guest ([`guest_image`]) is built
+//! from `guest/` by `build.rs`.
+
+pub mod boot;
+pub mod cpu;
+pub mod cpuid;
+pub mod error;
+pub mod guest_image;
+mod kick;
+pub mod layout;
+pub mod mptable;
+pub mod outcome;
+pub mod pvm;
+pub mod vcpu;
+pub mod vm;
+
+pub use error::{Error, Result};

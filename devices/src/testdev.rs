@@ -1,0 +1,83 @@
+//! Small devices for guests that talk to the VMM: pvpanic and the test counter.
+
+use crate::BusDevice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Why a device asks the VMM to stop the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitRequest {
+    /// The guest reset the machine (i8042 0xFE).
+    Reset,
+    /// The guest reported a panic (pvpanic).
+    Panic,
+}
+
+/// How a device asks the VMM to stop the VM. Called on a vCPU thread; must not block.
+pub type ExitSink = Arc<dyn Fn(ExitRequest) + Send + Sync>;
+
+/// QEMU's ISA pvpanic device (port 0x505): reads report the "panicked" capability, a write
+/// with bit 0 set reports a guest panic.
+pub struct PvPanic {
+    exit: ExitSink,
+}
+
+impl PvPanic {
+    /// A pvpanic device reporting to `exit`.
+    pub fn new(exit: ExitSink) -> Self {
+        PvPanic { exit }
+    }
+}
+
+impl BusDevice for PvPanic {
+    fn name(&self) -> &str {
+        "pvpanic"
+    }
+    fn read(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(b) = data.first_mut() {
+            *b = 1; // PVPANIC_PANICKED
+        }
+    }
+    fn write(&self, offset: u64, data: &[u8]) {
+        if offset == 0 && data.first().is_some_and(|b| b & 1 != 0) {
+            (self.exit)(ExitRequest::Panic);
+        }
+    }
+}
+
+/// The test counter (ports 0x510–0x511): every write to offset 0 counts one; reading offset 1
+/// returns the count (low 32 bits, little-endian, truncated to the access size).
+#[derive(Default)]
+pub struct TestCounter {
+    count: AtomicU64,
+}
+
+impl TestCounter {
+    /// Writes counted so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+impl BusDevice for TestCounter {
+    fn name(&self) -> &str {
+        "test-counter"
+    }
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if offset == 1 {
+            let v = (self.count() as u32).to_le_bytes();
+            for (d, s) in data.iter_mut().zip(v) {
+                *d = s;
+            }
+        }
+    }
+    fn write(&self, offset: u64, _data: &[u8]) {
+        if offset == 0 {
+            // Only the vCPU thread that owns the port writes here in practice; a relaxed
+            // add keeps the count exact with several.
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

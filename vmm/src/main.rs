@@ -1,0 +1,173 @@
+//! The `vmm` command: boot a guest on KVM.
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use vmm::boot::{BootConfig, KernelSource};
+use vmm::outcome::status;
+use vmm::vm::{SerialMode, Vm, VmConfig};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  the guest reset or powered off; with --expect: the string appeared in time
+  1  the VMM failed (set-up or KVM error)
+  2  bad usage
+  3  --timeout passed first; with --expect: the guest stopped before the string appeared
+  4  the guest crashed (pvpanic, KVM internal/emulation error, failed entry)
+  5  a vCPU triple-faulted (Linux's reboot=t reset also ends this way)
+  6  stopped by the user (SIGINT, SIGTERM, Ctrl-A x)
+
+With no --kernel the built-in test guest boots; its command line picks a workload:
+  workload=smoke|io-storm count=N|mem-touch|panic|triple-fault|reset|echo";
+
+/// Boot a guest on KVM. Every shared structure of the VMM is read through RCU.
+#[derive(Parser, Debug)]
+#[command(name = "vmm", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// A Linux bzImage to boot (default: the built-in test guest).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// An initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The kernel command line.
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Guest memory, e.g. 256M, 1G (suffixes K, M, G; plain numbers are MiB).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    mem: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u64,
+    /// Where guest serial output goes: stdio, file:PATH, or none.
+    #[arg(long, default_value = "stdio", value_parser = parse_serial)]
+    serial: SerialMode,
+    /// Stop after this long, e.g. 10s, 500ms, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Stop with success as soon as this string appears on the serial port.
+    #[arg(long)]
+    expect: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1u64 << 20),
+        Some((i, _)) => {
+            let mul = match s[i..].to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1u64 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                other => return Err(format!("unknown size suffix '{other}': use K, M or G")),
+            };
+            (&s[..i], mul)
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size: use e.g. 256M or 1G"))?;
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+        .map_or(s.len(), |(i, _)| i);
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration: use e.g. 10s, 500ms or 2m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown duration unit '{other}': use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("'{s}' is not a usable duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_serial(s: &str) -> Result<SerialMode, String> {
+    match s {
+        "stdio" => Ok(SerialMode::Stdio),
+        "none" => Ok(SerialMode::None),
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(SerialMode::File(PathBuf::from(p))),
+            _ => Err(format!("'{s}': use stdio, file:PATH or none")),
+        },
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Print the chain, skipping causes that the message above already quotes.
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("vmm: error: {msg}");
+            status::ERROR
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let kernel = match &cli.kernel {
+        Some(p) => KernelSource::File(p.clone()),
+        None => KernelSource::Builtin,
+    };
+    let cmdline = cli.cmdline.clone().unwrap_or_else(|| match kernel {
+        KernelSource::Builtin => "workload=smoke".to_string(),
+        KernelSource::File(_) => "console=ttyS0 reboot=t panic=-1".to_string(),
+    });
+    let external = vmm::vm::is_external(&kernel);
+    let cfg = VmConfig {
+        boot: BootConfig {
+            kernel,
+            initrd: cli.initrd.clone(),
+            cmdline,
+            mem: cli.mem,
+            cpus: cli.cpus.min(u8::MAX as u64) as u8,
+        },
+        serial: cli.serial.clone(),
+        timeout: cli.timeout,
+        expect: cli.expect.clone(),
+    };
+    if cli.cpus > u8::MAX as u64 {
+        anyhow::bail!(vmm::Error::Cpus {
+            asked: cli.cpus,
+            why: "far above what KVM allows".into()
+        });
+    }
+    let vm = Vm::new(cfg).context("setting up the VM")?;
+    if external {
+        if let Some(w) = vmm::pvm::linux_warning() {
+            eprintln!("vmm: warning: {w}");
+        }
+    }
+    let report = vm.run();
+    if let Some(d) = &report.diagnostic {
+        eprintln!("vmm: {d}");
+    }
+    log::info!("{report:?}");
+    Ok(report.outcome.exit_status(cli.expect.is_some()))
+}

@@ -1,0 +1,447 @@
+//! The VM: KVM set-up in the order KVM requires, devices on the RCU buses, vCPU threads, and
+//! the wait for an outcome.
+
+use crate::boot::{self, BootConfig, KernelSource, Loaded};
+use crate::error::{io, kvm as kvm_err, Error, Result};
+use crate::layout::{EBDA, KVM_TSS};
+use crate::outcome::Outcome;
+use crate::vcpu::ExitCounters;
+use devices::{Bus, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042};
+use kvm_ioctls::{Kvm, VmFd};
+use parking_lot::{Condvar, Mutex};
+use rcu::Rcu;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+/// Where guest serial output goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialMode {
+    /// The VMM's standard output.
+    Stdio,
+    /// A file (created or truncated).
+    File(PathBuf),
+    /// Nowhere (still scanned for `--expect`).
+    None,
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Kernel, initrd, command line, memory, vCPUs.
+    pub boot: BootConfig,
+    /// Serial output.
+    pub serial: SerialMode,
+    /// Stop after this long.
+    pub timeout: Option<Duration>,
+    /// Stop with success when this string appears on the serial port.
+    pub expect: Option<String>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    /// Why it stopped.
+    pub outcome: Outcome,
+    /// A diagnostic (exit reason and registers) for abnormal ends.
+    pub diagnostic: Option<String>,
+    /// From VM creation to the first `KVM_RUN` of vCPU 0.
+    pub to_first_run: Option<Duration>,
+    /// From VM creation to the `--expect` string.
+    pub to_expect: Option<Duration>,
+    /// Total run time.
+    pub total: Duration,
+    /// Writes counted by the test counter device (port 0x510).
+    pub test_counter: u64,
+    /// Per-vCPU exit counts (pio, mmio, interrupted, other).
+    pub exits: Vec<[u64; 4]>,
+    /// Unassigned port accesses (reads, writes).
+    pub unassigned_pio: (u64, u64),
+    /// Unassigned MMIO accesses (reads, writes).
+    pub unassigned_mmio: (u64, u64),
+}
+
+/// State shared by the vCPU threads and the controlling thread.
+pub struct VmShared {
+    /// The VM's RCU domain: vCPU threads are QSBR readers of it.
+    pub rcu: Rcu,
+    /// Port I/O bus.
+    pub pio: Bus,
+    /// MMIO bus.
+    pub mmio: Bus,
+    /// Exit counters, one per vCPU.
+    pub exits: Vec<ExitCounters>,
+    stop: AtomicBool,
+    result: Mutex<Option<(Outcome, Option<String>)>>,
+    done: Condvar,
+    threads: Mutex<Vec<libc::pthread_t>>,
+    started: Instant,
+    first_run: Mutex<Option<Duration>>,
+    expect_seen: Mutex<Option<Duration>>,
+}
+
+impl VmShared {
+    /// Whether the VM is stopping.
+    #[inline]
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_first_run(&self) {
+        let mut f = self.first_run.lock();
+        if f.is_none() {
+            *f = Some(self.started.elapsed());
+        }
+    }
+
+    /// Ends the run with `outcome` (the first outcome wins) and kicks every vCPU.
+    pub fn finish(&self, outcome: Outcome, diagnostic: Option<String>) {
+        {
+            let mut r = self.result.lock();
+            if r.is_none() {
+                *r = Some((outcome, diagnostic));
+            }
+        }
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads.lock().iter() {
+            crate::kick::kick(*t);
+        }
+        self.done.notify_all();
+    }
+}
+
+/// Tees guest output to its destination and scans it for the `--expect` string.
+struct SerialSink {
+    out: Option<Box<dyn Write + Send>>,
+    expect: Vec<u8>,
+    matched: usize,
+    on_match: Option<Box<dyn FnMut() + Send>>,
+}
+
+impl Write for SerialSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(out) = &mut self.out {
+            out.write_all(buf)?;
+            if buf.contains(&b'\n') {
+                out.flush()?;
+            }
+        }
+        if !self.expect.is_empty() && self.on_match.is_some() {
+            for &b in buf {
+                // Naive restart-on-mismatch matching, made correct by re-checking `b`
+                // against the first byte (the marker strings have no self-overlap worth KMP).
+                if b == self.expect[self.matched] {
+                    self.matched += 1;
+                } else {
+                    self.matched = usize::from(b == self.expect[0]);
+                }
+                if self.matched == self.expect.len() {
+                    self.matched = 0;
+                    if let Some(mut f) = self.on_match.take() {
+                        f();
+                    }
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.out {
+            Some(o) => o.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens /dev/kvm with errors that say how to fix access problems.
+pub fn open_kvm() -> Result<Kvm> {
+    match std::fs::metadata("/dev/kvm") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::KvmMissing),
+        _ => {}
+    }
+    let kvm = Kvm::new().map_err(|e| {
+        let io = std::io::Error::from_raw_os_error(e.errno());
+        if matches!(e.errno(), libc::EACCES | libc::EPERM) {
+            Error::KvmAccess(io)
+        } else {
+            Error::Io {
+                what: "opening /dev/kvm",
+                source: io,
+            }
+        }
+    })?;
+    let v = kvm.get_api_version();
+    if v != 12 {
+        return Err(Error::KvmApiVersion(v));
+    }
+    Ok(kvm)
+}
+
+/// Checks the vCPU count against what KVM allows.
+pub fn check_cpus(kvm: &Kvm, cpus: u64) -> Result<u8> {
+    let max = kvm.get_max_vcpus().min(254) as u64;
+    if cpus == 0 {
+        return Err(Error::Cpus {
+            asked: cpus,
+            why: "a VM needs at least one vCPU".into(),
+        });
+    }
+    if cpus > max {
+        return Err(Error::Cpus {
+            asked: cpus,
+            why: format!("this host's KVM allows at most {max} vCPUs per VM"),
+        });
+    }
+    Ok(cpus as u8)
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|source| Error::GuestWrite {
+                what: "memory slot registration",
+                source,
+            })?;
+        let r = kvm_bindings::kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mmap of `memory_size` bytes owned by `mem`, which the
+        // VM outlives only after the vCPUs are joined and the VM fd is closed (see `run`).
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+/// A VM set up and ready to run (memory loaded, devices on the buses, vCPUs configured).
+pub struct Vm {
+    /// Shared with the vCPU threads.
+    pub shared: Arc<VmShared>,
+    /// What the boot path wrote.
+    pub loaded: Loaded,
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    vm: VmFd,
+    vcpus: Vec<kvm_ioctls::VcpuFd>,
+    serial: Arc<Serial>,
+    counter: Arc<TestCounter>,
+    cfg: VmConfig,
+}
+
+impl Vm {
+    /// Creates and configures the VM: KVM objects in the order KVM requires (TSS, irqchip,
+    /// PIT, memory, vCPUs), the kernel loaded, the devices on the buses.
+    pub fn new(cfg: VmConfig) -> Result<Vm> {
+        let started = Instant::now();
+        let kvm = open_kvm()?;
+        let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
+        let mem = boot::create_memory(cfg.boot.mem)?;
+
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        vm.set_tss_address(KVM_TSS).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_bindings::kvm_pit_config {
+            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        register_memory(&vm, &mem)?;
+
+        let loaded = boot::load(&mem, &cfg.boot)?;
+        mem.write_slice(&crate::mptable::build(cpus), GuestAddress(EBDA))
+            .map_err(|source| Error::GuestWrite {
+                what: "the MP table",
+                source,
+            })?;
+
+        let rcu = Rcu::new();
+        let shared = Arc::new(VmShared {
+            pio: Bus::new("pio", &rcu),
+            mmio: Bus::new("mmio", &rcu),
+            rcu,
+            exits: (0..cpus).map(|_| ExitCounters::default()).collect(),
+            stop: AtomicBool::new(false),
+            result: Mutex::new(None),
+            done: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+            started,
+            first_run: Mutex::new(None),
+            expect_seen: Mutex::new(None),
+        });
+
+        // Devices.
+        let weak = Arc::downgrade(&shared);
+        let exit: ExitSink = Arc::new(move |req| {
+            if let Some(s) = weak.upgrade() {
+                match req {
+                    ExitRequest::Reset => s.finish(Outcome::Reset, None),
+                    ExitRequest::Panic => s.finish(
+                        Outcome::Panic,
+                        Some("the guest reported a panic through pvpanic (port 0x505)".into()),
+                    ),
+                }
+            }
+        });
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
+        vm.register_irqfd(&irq, 4).map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
+        let serial = Arc::new(Serial::new(irq, serial_sink(&cfg, &shared)?));
+        shared.pio.insert(0x3f8, 8, serial.clone())?;
+        shared.pio.insert(0x60, 5, Arc::new(I8042::new(exit.clone())))?;
+        shared.pio.insert(0x505, 1, Arc::new(PvPanic::new(exit)))?;
+        let counter = Arc::new(TestCounter::default());
+        shared.pio.insert(0x510, 2, counter.clone())?;
+
+        // vCPUs.
+        let base_cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let mut vcpus = Vec::new();
+        for id in 0..cpus {
+            let vcpu = vm.create_vcpu(id as u64).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            crate::cpu::setup(&vcpu, &base_cpuid, id, cpus, loaded.entry)?;
+            vcpus.push(vcpu);
+        }
+        Ok(Vm {
+            shared,
+            loaded,
+            mem,
+            vm,
+            vcpus,
+            serial,
+            counter,
+            cfg,
+        })
+    }
+
+    /// The serial device (for input).
+    pub fn serial(&self) -> &Arc<Serial> {
+        &self.serial
+    }
+
+    /// Runs the vCPUs until an outcome, the timeout, or `stop` (from another thread).
+    pub fn run(self) -> RunReport {
+        crate::kick::install();
+        let Vm {
+            shared,
+            vcpus,
+            vm,
+            mem,
+            serial,
+            counter,
+            cfg,
+            ..
+        } = self;
+        let mut handles = Vec::new();
+        for (id, vcpu) in vcpus.into_iter().enumerate() {
+            let s = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || crate::vcpu::run(id, vcpu, s));
+            match h {
+                Ok(h) => {
+                    use std::os::unix::thread::JoinHandleExt;
+                    shared.threads.lock().push(h.as_pthread_t());
+                    handles.push(h);
+                }
+                Err(e) => {
+                    shared.finish(Outcome::Error(format!("cannot start a vCPU thread: {e}")), None);
+                    break;
+                }
+            }
+        }
+        {
+            let deadline = cfg.timeout.map(|t| shared.started + t);
+            let mut r = shared.result.lock();
+            while r.is_none() {
+                match deadline {
+                    None => shared.done.wait(&mut r),
+                    Some(d) => {
+                        if shared.done.wait_until(&mut r, d).timed_out() && r.is_none() {
+                            *r = Some((Outcome::Timeout, None));
+                        }
+                    }
+                }
+            }
+        }
+        shared.finish(Outcome::Timeout, None); // no-op for the outcome; stops and kicks
+        for h in handles {
+            let _ = h.join();
+        }
+        serial.flush();
+        // vCPU fds are closed (their threads ended); now the VM, then the memory.
+        drop(vm);
+        drop(mem);
+        let (outcome, diagnostic) = shared.result.lock().take().unwrap_or((
+            Outcome::Error("the VM stopped without an outcome".into()),
+            None,
+        ));
+        let pio = shared.pio.stats();
+        let mmio = shared.mmio.stats();
+        let to_first_run = *shared.first_run.lock();
+        let to_expect = *shared.expect_seen.lock();
+        RunReport {
+            outcome,
+            diagnostic,
+            to_first_run,
+            to_expect,
+            total: shared.started.elapsed(),
+            test_counter: counter.count(),
+            exits: shared
+                .exits
+                .iter()
+                .map(|c| {
+                    [
+                        c.pio.load(Ordering::Relaxed),
+                        c.mmio.load(Ordering::Relaxed),
+                        c.interrupted.load(Ordering::Relaxed),
+                        c.other.load(Ordering::Relaxed),
+                    ]
+                })
+                .collect(),
+            unassigned_pio: (pio.unassigned_reads, pio.unassigned_writes),
+            unassigned_mmio: (mmio.unassigned_reads, mmio.unassigned_writes),
+        }
+    }
+}
+
+fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write + Send>> {
+    let out: Option<Box<dyn Write + Send>> = match &cfg.serial {
+        SerialMode::Stdio => Some(Box::new(std::io::stdout())),
+        SerialMode::None => None,
+        SerialMode::File(p) => Some(Box::new(std::fs::File::create(p).map_err(|source| {
+            Error::Io {
+                what: "creating the serial output file",
+                source,
+            }
+        })?)),
+    };
+    let on_match: Option<Box<dyn FnMut() + Send>> = cfg.expect.as_ref().map(|_| {
+        let weak = Arc::downgrade(shared);
+        Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                *s.expect_seen.lock() = Some(s.started.elapsed());
+                s.finish(Outcome::ExpectSeen, None);
+            }
+        }) as Box<dyn FnMut() + Send>
+    });
+    Ok(Box::new(SerialSink {
+        out,
+        expect: cfg.expect.clone().unwrap_or_default().into_bytes(),
+        matched: 0,
+        on_match,
+    }))
+}
+
+/// Whether `src` is a Linux kernel file (as opposed to the built-in guest).
+pub fn is_external(src: &KernelSource) -> bool {
+    matches!(src, KernelSource::File(_))
+}
