@@ -1,2 +1,133 @@
-//! `tests`: integration tests that boot real guests by driving the `vmm` binary as a user
-//! would. (Not built yet: see issue 6.)
+//! `tests`: integration tests that boot real guests by driving the built `vmm` binary as a
+//! user would. This library holds the harness the test files share.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `vmm` binary of the same build profile as the running test.
+///
+/// `cargo test --workspace` builds it (it is a bin target of a workspace member); running
+/// only this crate's tests needs `cargo build -p vmm` (same profile) first.
+pub fn vmm_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/vmm
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("vmm");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p vmm` (same profile as the tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether /dev/kvm can be opened. On the project's machines it must be: tests that need it
+/// fail there rather than skip, unless `VMM_TESTS_ALLOW_NO_KVM=1` says this host has none.
+pub fn require_kvm() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        if std::env::var_os("VMM_TESTS_ALLOW_NO_KVM").is_some() {
+            eprintln!("skipped: /dev/kvm is not available on this host");
+            return false;
+        }
+        panic!("/dev/kvm is not available; set VMM_TESTS_ALLOW_NO_KVM=1 to skip KVM tests");
+    }
+    true
+}
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status (-1 if killed by a signal).
+    pub status: i32,
+    /// Serial output (the binary's stdout).
+    pub stdout: String,
+    /// Diagnostics.
+    pub stderr: String,
+    /// Wall time.
+    pub took: Duration,
+}
+
+impl Run {
+    /// The serial lines starting with `prefix`.
+    pub fn lines(&self, prefix: &str) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    }
+
+    /// Panics with the whole run shown unless `cond`.
+    pub fn check(&self, cond: bool, what: &str) {
+        assert!(
+            cond,
+            "{what}\nstatus {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        );
+    }
+}
+
+fn finish(out: Output, took: Duration) -> Run {
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        took,
+    }
+}
+
+/// Runs `vmm` with `args` (a `--timeout` is the caller's business) and `stdin` as input.
+pub fn run_vmm(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let t = Instant::now();
+    let mut child = Command::new(vmm_bin())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vmm");
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = si.write_all(&input);
+        });
+    }
+    let out = child.wait_with_output().expect("wait for vmm");
+    finish(out, t.elapsed())
+}
+
+/// CRC-32 (IEEE 802.3, as zlib's crc32), to check what the guest computes.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(super::crc32(b"123456789"), 0xcbf4_3926);
+    }
+}
