@@ -134,6 +134,10 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
             }
             Err(e) => Some(Outcome::Error(format!("KVM_RUN on vCPU {id}: {e}"))),
         };
+        if outcome.is_none() && shared.stopping() {
+            // A device this exit reached may have stopped the VM (pvpanic): say where.
+            shared.attach_registers(id, || crate::cpu::dump(&vcpu));
+        }
         if let Some(outcome) = outcome {
             let outcome = match outcome {
                 Outcome::Crash(s) if s.is_empty() => {

@@ -98,6 +98,20 @@ impl VmShared {
         }
     }
 
+    /// Adds vCPU `id`'s registers to the diagnostic of an outcome a device reported (the
+    /// vCPU whose access caused it calls this right after the access).
+    pub(crate) fn attach_registers(&self, id: usize, dump: impl FnOnce() -> String) {
+        let mut r = self.result.lock();
+        if let Some((outcome, diag)) = r.as_mut() {
+            if *outcome != Outcome::Reset && *outcome != Outcome::ExpectSeen {
+                let d = diag.get_or_insert_with(String::new);
+                if !d.contains("registers") {
+                    d.push_str(&format!("\nvCPU {id} registers at the access:\n{}", dump()));
+                }
+            }
+        }
+    }
+
     /// Ends the run with `outcome` (the first outcome wins) and kicks every vCPU.
     pub fn finish(&self, outcome: Outcome, diagnostic: Option<String>) {
         {
