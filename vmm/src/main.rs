@@ -55,6 +55,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mul) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
         None => (s, 1u64 << 20),
+        Some((0, _)) => return Err(format!("'{s}' is not a size: use e.g. 256M or 1G")),
         Some((i, _)) => {
             let mul = match s[i..].to_ascii_uppercase().as_str() {
                 "K" | "KB" | "KIB" => 1u64 << 10,
@@ -155,7 +156,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     if cli.cpus > u8::MAX as u64 {
         anyhow::bail!(vmm::Error::Cpus {
             asked: cli.cpus,
-            why: "far above what KVM allows".into()
+            why: format!(
+                "this VMM supports at most {} vCPUs (and this host's KVM may allow fewer)",
+                u8::MAX - 1
+            )
         });
     }
     let vm = Vm::new(cfg).context("setting up the VM")?;
