@@ -102,8 +102,9 @@ pub fn read_header(name: &str, image: &mut (impl Read + Seek)) -> Result<setup_h
         return Err(Error::NotBzImage(name.to_string()));
     }
     // setup_header is plain old data (integers only); any bit pattern is valid.
-    let hdr: setup_header =
-        vm_memory::ByteValued::from_slice(&buf).copied().unwrap_or_default();
+    let hdr: setup_header = vm_memory::ByteValued::from_slice(&buf)
+        .copied()
+        .unwrap_or_default();
     let magic = hdr.header;
     if magic != 0x5372_6448 {
         return Err(Error::NotBzImage(name.to_string()));
@@ -190,7 +191,11 @@ pub fn load(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<Loaded> {
             max,
         });
     }
-    if cfg.cmdline.bytes().any(|b| b == 0 || !(0x20..0x7f).contains(&b)) {
+    if cfg
+        .cmdline
+        .bytes()
+        .any(|b| b == 0 || !(0x20..0x7f).contains(&b))
+    {
         return Err(Error::Cmdline(
             "it may contain only printable ASCII characters".into(),
         ));
@@ -222,7 +227,14 @@ pub fn load(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<Loaded> {
     let low_end = cfg.mem.min(MMIO_HOLE);
     let initrd = match &cfg.initrd {
         None => None,
-        Some(path) => Some(load_initrd(mem, path, &hdr, kernel_load, kernel_end, low_end)?),
+        Some(path) => Some(load_initrd(
+            mem,
+            path,
+            &hdr,
+            kernel_load,
+            kernel_end,
+            low_end,
+        )?),
     };
 
     hdr.type_of_loader = 0xff;

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod mptable;
 pub mod outcome;
 pub mod pvm;
+pub mod report;
 pub mod term;
 pub mod vcpu;
 pub mod vm;

@@ -49,6 +49,13 @@ struct Cli {
     /// Stop with success as soon as this string appears on the serial port.
     #[arg(long)]
     expect: Option<String>,
+    /// Also write guest serial output to this file.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Write one JSON object describing the run to PATH ("-": standard output, in which case
+    /// serial output goes only to --log).
+    #[arg(long, value_name = "PATH")]
+    result_json: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -88,7 +95,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit '{other}': use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown duration unit '{other}': use ms, s, m or h"
+            ))
+        }
     };
     if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
         return Err(format!("'{s}' is not a usable duration"));
@@ -141,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         KernelSource::File(_) => "console=ttyS0 reboot=t panic=-1".to_string(),
     });
     let external = vmm::vm::is_external(&kernel);
+    let json_to_stdout = cli.result_json.as_deref() == Some(std::path::Path::new("-"));
     let cfg = VmConfig {
         boot: BootConfig {
             kernel,
@@ -149,9 +161,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             mem: cli.mem,
             cpus: cli.cpus.min(u8::MAX as u64) as u8,
         },
-        serial: cli.serial.clone(),
+        serial: if json_to_stdout {
+            SerialMode::None
+        } else {
+            cli.serial.clone()
+        },
         timeout: cli.timeout,
         expect: cli.expect.clone(),
+        log: cli.log.clone(),
     };
     if cli.cpus > u8::MAX as u64 {
         anyhow::bail!(vmm::Error::Cpus {
@@ -162,6 +179,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             )
         });
     }
+    let cfg_summary = vmm::report::ConfigSummary {
+        vcpus: cfg.boot.cpus,
+        mem_mib: cfg.boot.mem >> 20,
+        kernel: match &cfg.boot.kernel {
+            KernelSource::Builtin => "builtin".into(),
+            KernelSource::File(p) => p.display().to_string(),
+        },
+        expect: cfg.expect.clone(),
+    };
     let vm = Vm::new(cfg).context("setting up the VM")?;
     if external {
         if let Some(w) = vmm::pvm::linux_warning() {
@@ -173,5 +199,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         eprintln!("vmm: {d}");
     }
     log::info!("{report:?}");
-    Ok(report.outcome.exit_status(cli.expect.is_some()))
+    let status = report.outcome.exit_status(cli.expect.is_some());
+    if let Some(path) = &cli.result_json {
+        let json = vmm::report::to_json(&report, status, &cfg_summary, cli.log.as_deref());
+        if json_to_stdout {
+            println!("{json}");
+        } else {
+            std::fs::write(path, format!("{json}\n"))
+                .with_context(|| format!("writing --result-json {}", path.display()))?;
+        }
+    }
+    Ok(status)
 }

@@ -40,6 +40,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Stop with success when this string appears on the serial port.
     pub expect: Option<String>,
+    /// Also write guest serial output to this file.
+    pub log: Option<PathBuf>,
 }
 
 /// What a run produced.
@@ -131,6 +133,7 @@ impl VmShared {
 /// Tees guest output to its destination and scans it for the `--expect` string.
 struct SerialSink {
     out: Option<Box<dyn Write + Send>>,
+    log: Option<std::io::BufWriter<std::fs::File>>,
     expect: Vec<u8>,
     matched: usize,
     on_match: Option<Box<dyn FnMut() + Send>>,
@@ -142,6 +145,12 @@ impl Write for SerialSink {
             out.write_all(buf)?;
             if buf.contains(&b'\n') {
                 out.flush()?;
+            }
+        }
+        if let Some(log) = &mut self.log {
+            log.write_all(buf)?;
+            if buf.contains(&b'\n') {
+                log.flush()?;
             }
         }
         if !self.expect.is_empty() && self.on_match.is_some() {
@@ -165,6 +174,9 @@ impl Write for SerialSink {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(l) = &mut self.log {
+            l.flush()?;
+        }
         match &mut self.out {
             Some(o) => o.flush(),
             None => Ok(()),
@@ -261,8 +273,10 @@ impl Vm {
         let mem = boot::create_memory(cfg.boot.mem)?;
 
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        vm.set_tss_address(KVM_TSS).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.set_tss_address(KVM_TSS)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
         let pit = kvm_bindings::kvm_pit_config {
             flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
             ..Default::default()
@@ -306,10 +320,13 @@ impl Vm {
             }
         });
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
-        vm.register_irqfd(&irq, 4).map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
+        vm.register_irqfd(&irq, 4)
+            .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
         let serial = Arc::new(Serial::new(irq, serial_sink(&cfg, &shared)?));
         shared.pio.insert(0x3f8, 8, serial.clone())?;
-        shared.pio.insert(0x60, 5, Arc::new(I8042::new(exit.clone())))?;
+        shared
+            .pio
+            .insert(0x60, 5, Arc::new(I8042::new(exit.clone())))?;
         shared.pio.insert(0x505, 1, Arc::new(PvPanic::new(exit)))?;
         let counter = Arc::new(TestCounter::default());
         shared.pio.insert(0x510, 2, counter.clone())?;
@@ -320,7 +337,9 @@ impl Vm {
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let mut vcpus = Vec::new();
         for id in 0..cpus {
-            let vcpu = vm.create_vcpu(id as u64).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+            let vcpu = vm
+                .create_vcpu(id as u64)
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
             crate::cpu::setup(&vcpu, &base_cpuid, id, cpus, loaded.entry)?;
             vcpus.push(vcpu);
         }
@@ -367,7 +386,10 @@ impl Vm {
                     handles.push(h);
                 }
                 Err(e) => {
-                    shared.finish(Outcome::Error(format!("cannot start a vCPU thread: {e}")), None);
+                    shared.finish(
+                        Outcome::Error(format!("cannot start a vCPU thread: {e}")),
+                        None,
+                    );
                     break;
                 }
             }
@@ -447,8 +469,18 @@ fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write +
             }
         }) as Box<dyn FnMut() + Send>
     });
+    let log = match &cfg.log {
+        None => None,
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |source| Error::Io {
+                what: "creating the serial log file",
+                source,
+            },
+        )?)),
+    };
     Ok(Box::new(SerialSink {
         out,
+        log,
         expect: cfg.expect.clone().unwrap_or_default().into_bytes(),
         matched: 0,
         on_match,
