@@ -185,14 +185,13 @@ fn report_initrd(zp: &[u8]) -> bool {
         println!("initrd: none");
         return true;
     };
-    let Some(end) = addr
+    let inside = addr
         .checked_add(size)
-        .filter(|&end| in_usable_ram(zp, addr, end))
-    else {
+        .is_some_and(|end| in_usable_ram(zp, addr, end));
+    if !inside {
         println!("initrd: {size} bytes at {addr:#x}, outside usable RAM");
         return false;
-    };
-    let _ = end;
+    }
     let mut crc = 0;
     let mut at = addr;
     let mut left = size;
