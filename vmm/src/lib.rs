@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod cpuid;
 pub mod error;
 pub mod guest_image;
+pub mod initramfs;
 mod kick;
 pub mod layout;
 pub mod mptable;

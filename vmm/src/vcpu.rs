@@ -4,7 +4,13 @@
 //!            +---------+  exit handled   +---------+
 //!   start -> | Running | --------------> | Running |   (quiescent state on every exit)
 //!            +---------+                 +---------+
-//!                 | stop requested / fatal exit
+//!              |    ^ resume
+//!        pause |    |
+//!              v    |
+//!            +---------+  (offline: a paused vCPU never holds up a grace period)
+//!            | Paused  |
+//!            +---------+
+//!                 | stop requested / fatal exit (from Running or Paused)
 //!                 v
 //!            +---------+
 //!            | Stopped |  -> thread ends, QSBR handle dropped (unregistered)
@@ -44,6 +50,7 @@ fn bump(c: &AtomicU64) {
 
 enum State {
     Running,
+    Paused,
     Stopped,
 }
 
@@ -67,9 +74,26 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
     let counters = &shared.exits[id];
     let mut state = State::Running;
     let mut first = id == 0;
-    while let State::Running = state {
+    loop {
+        match state {
+            State::Stopped => break,
+            State::Paused => {
+                me.offline_while(|| shared.wait_while_paused());
+                state = if shared.stopping() {
+                    State::Stopped
+                } else {
+                    State::Running
+                };
+                continue;
+            }
+            State::Running => {}
+        }
         if shared.stopping() {
             state = State::Stopped;
+            continue;
+        }
+        if shared.is_paused() {
+            state = State::Paused;
             continue;
         }
         if first {

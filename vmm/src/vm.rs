@@ -78,6 +78,10 @@ pub struct VmShared {
     /// Exit counters, one per vCPU.
     pub exits: Vec<ExitCounters>,
     stop: AtomicBool,
+    /// Read on every exit: an atomic load, never a lock.
+    paused: AtomicBool,
+    pause_lock: Mutex<()>,
+    resumed: Condvar,
     result: Mutex<Option<(Outcome, Option<String>)>>,
     done: Condvar,
     threads: Mutex<Vec<libc::pthread_t>>,
@@ -91,6 +95,35 @@ impl VmShared {
     #[inline]
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Pauses every vCPU: each leaves `KVM_RUN` (kicked) and waits, offline, for `resume`.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        for t in self.threads.lock().iter() {
+            crate::kick::kick(*t);
+        }
+    }
+
+    /// Resumes paused vCPUs.
+    pub fn resume(&self) {
+        let _g = self.pause_lock.lock();
+        self.paused.store(false, Ordering::SeqCst);
+        self.resumed.notify_all();
+    }
+
+    /// Whether the VM is paused.
+    #[inline]
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Called by a vCPU thread: blocks while the VM is paused (and not stopping).
+    pub(crate) fn wait_while_paused(&self) {
+        let mut g = self.pause_lock.lock();
+        while self.paused.load(Ordering::SeqCst) && !self.stopping() {
+            self.resumed.wait_for(&mut g, Duration::from_millis(100));
+        }
     }
 
     pub(crate) fn mark_first_run(&self) {
@@ -127,6 +160,7 @@ impl VmShared {
             crate::kick::kick(*t);
         }
         self.done.notify_all();
+        self.resumed.notify_all();
     }
 }
 
@@ -298,6 +332,9 @@ impl Vm {
             rcu,
             exits: (0..cpus).map(|_| ExitCounters::default()).collect(),
             stop: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            pause_lock: Mutex::new(()),
+            resumed: Condvar::new(),
             result: Mutex::new(None),
             done: Condvar::new(),
             threads: Mutex::new(Vec::new()),
