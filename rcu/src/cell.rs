@@ -213,8 +213,12 @@ impl<T: Send + 'static> Retired<T> {
     }
 
     fn into_box_unchecked(self) -> Box<T> {
-        let p = self.ptr.as_ptr();
-        std::mem::forget(self);
+        // Skip our Drop (which would defer the value) but still release the domain handle:
+        // forgetting `self` whole would leak the `Rcu` and keep the domain alive for ever.
+        let this = std::mem::ManuallyDrop::new(self);
+        let p = this.ptr.as_ptr();
+        // SAFETY: `this` is never dropped or used again, so its `rcu` is moved out exactly once.
+        drop(unsafe { std::ptr::read(&this.rcu) });
         // SAFETY: came from Box::into_raw when published; a grace period has passed since it
         // was unpublished, so no reader holds a reference.
         unsafe { Box::from_raw(p) }

@@ -80,12 +80,24 @@ pub(crate) struct Config {
     pub(crate) high_water: usize,
 }
 
+/// Zero-sized and 128-byte aligned: in a `repr(C)` struct, the field after it starts on a
+/// fresh pair of cache lines (the adjacent-line prefetcher pulls lines in pairs).
+#[repr(align(128))]
+struct LineBreak;
+
 /// The state shared by a domain's handles, readers and reclamation thread.
+///
+/// `repr(C)` to control the layout: the fields that readers load on every section come
+/// first, alone on their lines, so that the stores writers make on every grace period (the
+/// locks, `completed`, statistics) and on every `call_rcu` (the queue) do not invalidate them.
+#[repr(C)]
 pub(crate) struct Inner {
     /// Unique for the life of the process (never reused, unlike an address).
     pub(crate) id: u64,
     /// The grace-period counter: odd, starts at 1, `+= 2` per grace period.
     pub(crate) gp: AtomicU64,
+    pub(crate) config: Config,
+    _line_break: LineBreak,
     /// The `gp` value of the last completed grace period.
     pub(crate) completed: AtomicU64,
     /// Serializes grace periods; holds a scratch list reused by every grace period.
@@ -94,7 +106,6 @@ pub(crate) struct Inner {
     registry: Mutex<Vec<Arc<Slot>>>,
     /// The writer sleeps on this; readers set it when they see their `waiting` flag.
     pub(crate) event: Event,
-    pub(crate) config: Config,
     pub(crate) stats: StatCounters,
     pub(crate) reclaim: Reclaimer,
 }
@@ -106,12 +117,13 @@ fn next_domain_id() -> u64 {
 }
 
 impl Inner {
-    /// The writer's half of every store-buffering pair: a full fence here, or, when the domain
-    /// uses membarrier, a full fence on every thread of the process (which is what lets
-    /// read-lock readers use a compiler barrier on their side).
+    /// The writer's half of every store-buffering pair: a full fence here, or, with
+    /// `membarrier` (the domain uses it and a read-lock reader is involved), a full fence on
+    /// every thread of the process (which is what lets read-lock readers use a compiler
+    /// barrier on their side). QSBR readers always fence fully, so they need no membarrier.
     #[inline]
-    pub(crate) fn master_fence(&self) {
-        if self.config.use_membarrier {
+    pub(crate) fn master_fence(&self, membarrier: bool) {
+        if membarrier {
             crate::membarrier::barrier_all_threads();
         } else {
             fence(Ordering::SeqCst);
@@ -124,7 +136,7 @@ impl Inner {
         if self.config.use_membarrier {
             crate::sync::compiler_fence();
         } else {
-            fence(Ordering::SeqCst);
+            reader_full_fence();
         }
     }
 
@@ -225,12 +237,20 @@ impl Inner {
         // Under gp_lock, gp == completed; the new grace period is exactly `target`.
         let new = self.gp.load(Ordering::Relaxed) + 2;
         debug_assert_eq!(new, target);
-        self.gp.store(new, Ordering::Relaxed);
-        self.master_fence();
-
+        // Snapshot the readers first. One that registers after the snapshot does so under the
+        // registry lock, so it happens after the snapshot and hence after our caller's update:
+        // it cannot hold an old reference. The snapshot also tells whether any read-lock
+        // reader (the only kind whose side of the fence pairs may be a compiler barrier) is
+        // involved; if none is, a plain fence on our side completes every pair and the
+        // membarrier system call (IPIs to every CPU running one of our threads) is skipped.
         pending.clear();
         pending.extend(self.registry.lock().iter().cloned());
-        self.wait_for_readers(&mut pending, new);
+        let membarrier =
+            self.config.use_membarrier && pending.iter().any(|s| s.kind == ReaderKind::ReadLock);
+        self.gp.store(new, Ordering::Relaxed);
+        self.master_fence(membarrier);
+
+        self.wait_for_readers(&mut pending, new, membarrier);
         pending.clear();
 
         // Everything the readers did before leaving happens before what our caller does next.
@@ -242,7 +262,7 @@ impl Inner {
         self.stats.record_grace_period(Duration::ZERO);
     }
 
-    fn wait_for_readers(&self, pending: &mut Vec<Arc<Slot>>, gp: u64) {
+    fn wait_for_readers(&self, pending: &mut Vec<Arc<Slot>>, gp: u64, membarrier: bool) {
         let active = |s: &Arc<Slot>| {
             let c = s.ctr.load(Ordering::Relaxed);
             c != 0 && c < gp
@@ -263,7 +283,10 @@ impl Inner {
                     if passes.is_multiple_of(8) {
                         std::thread::yield_now();
                     } else {
-                        for _ in 0..64 {
+                        // Exponential back-off from 2 to 64 pauses: a busy reader answers
+                        // within a few hundred ns, and one pause can cost ~30 ns, so a fixed
+                        // 64-pause step would add microseconds to every grace period.
+                        for _ in 0..(1u32 << passes.min(6)) {
                             std::hint::spin_loop();
                         }
                     }
@@ -280,7 +303,7 @@ impl Inner {
                 s.waiting.store(true, Ordering::Release);
             }
             #[cfg(not(rcu_broken_wakeup))]
-            self.master_fence();
+            self.master_fence(membarrier);
             pending.retain(|s| {
                 let keep = active(s);
                 if !keep {
@@ -466,6 +489,7 @@ impl RcuBuilder {
             gp_lock: Mutex::new(Vec::new()),
             registry: Mutex::new(Vec::new()),
             event: Event::new(false),
+            _line_break: LineBreak,
             config: Config {
                 use_membarrier,
                 spin_passes: self.spin_passes,
@@ -536,6 +560,7 @@ impl Rcu {
             slot,
             id: self.inner().id,
             online: true,
+            reading: self.inner().id,
             _not_send: PhantomData,
         }
     }
@@ -595,6 +620,9 @@ pub struct QsbrThread {
     slot: Arc<Slot>,
     id: u64,
     online: bool,
+    /// `id` while online, 0 while offline (domain ids start at 1): the read-side check in
+    /// `ReadSide::check` is then one compare.
+    reading: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -623,6 +651,7 @@ impl QsbrThread {
     pub fn offline(&mut self) {
         if self.online {
             self.online = false;
+            self.reading = 0;
             self.rcu.inner().reader_exit(&self.slot, FenceKind::Full);
         }
     }
@@ -632,6 +661,7 @@ impl QsbrThread {
     pub fn online(&mut self) {
         if !self.online {
             self.online = true;
+            self.reading = self.id;
             self.rcu.inner().qsbr_online(&self.slot);
         }
     }
@@ -708,7 +738,7 @@ fn not_a_reader(what: &str) -> ! {
 unsafe impl ReadSide for QsbrThread {
     #[inline(always)]
     fn check(&self, id: u64) {
-        if !self.online || self.id != id {
+        if self.reading != id {
             not_a_reader(if !self.online {
                 "read through an offline QsbrThread: call online() first"
             } else {
@@ -740,23 +770,46 @@ unsafe impl ReadSide for ReadGuard<'_> {
 }
 
 impl ReadGuard<'_> {
+    // The outermost level stores the constants 1 and 0 rather than `n + 1` / `n - 1`: the
+    // (predicted) branch then breaks the data dependency that would otherwise chain every
+    // lock/unlock pair of a loop through two store-to-load forwardings of `nesting`.
+    // The nested cases are out of line so that the outermost path is straight-line code.
     #[inline(always)]
     pub(crate) fn enter(inner: &Inner, slot: &Slot) {
         let n = slot.nesting.load(Ordering::Relaxed);
-        slot.nesting.store(n + 1, Ordering::Relaxed);
         if n == 0 {
+            slot.nesting.store(1, Ordering::Relaxed);
             inner.lock_outermost(slot);
+        } else {
+            nest(slot, n + 1);
         }
     }
 
     #[inline(always)]
     pub(crate) fn exit(inner: &Inner, slot: &Slot) {
         let n = slot.nesting.load(Ordering::Relaxed);
-        slot.nesting.store(n - 1, Ordering::Relaxed);
         if n == 1 {
+            slot.nesting.store(0, Ordering::Relaxed);
             inner.reader_exit(slot, FenceKind::Slave);
+        } else {
+            nest(slot, n - 1);
         }
     }
+}
+
+/// A nested `read_lock`/unlock: only the depth changes.
+#[cold]
+#[inline(never)]
+fn nest(slot: &Slot, depth: u32) {
+    slot.nesting.store(depth, Ordering::Relaxed);
+}
+
+/// The reader's full fence when the domain does not use membarrier (out of line, so that the
+/// membarrier fast path is straight-line code; the fence dwarfs the call).
+#[cold]
+#[inline(never)]
+fn reader_full_fence() {
+    fence(Ordering::SeqCst);
 }
 
 impl Drop for ReadGuard<'_> {

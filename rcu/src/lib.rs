@@ -37,9 +37,10 @@
 //! lock: `ctr = gp`, slave fence. After each of those the reader checks its `waiting` flag and
 //! sets the domain's [`Event`] if a writer sleeps on it.
 //!
-//! `synchronize`: under the grace-period mutex, `gp += 2`, master fence (a full fence, or
-//! `membarrier` when read-lock readers rely on it), then wait until every registered slot has
-//! `ctr == 0 || ctr >= gp`. It polls a bounded number of passes, then sleeps: reset the event,
+//! `synchronize`: under the grace-period mutex, snapshot the registry (a reader registering
+//! later happens after the snapshot, through the registry lock, so it sees the update), `gp +=
+//! 2`, master fence (a full fence, or `membarrier` when the snapshot holds a read-lock reader
+//! that relies on it), then wait until every slot of the snapshot has `ctr == 0 || ctr >= gp`. It polls a bounded number of passes, then sleeps: reset the event,
 //! set the `waiting` flag of each reader still pending, master fence, re-check, wait. A reader
 //! that leaves after the re-check finds its flag set and sets the event (reset earlier), so the
 //! writer cannot miss the wake-up; readers make the system call only when a writer really

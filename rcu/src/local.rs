@@ -20,14 +20,21 @@ struct Registration {
 }
 
 struct ThreadRegs {
-    cached_id: Cell<u64>,
-    cached_slot: Cell<*const Slot>,
     regs: RefCell<Vec<Registration>>,
+}
+
+/// The `read_lock` fast path's one-entry cache (domain id -> slot). Kept apart from `REGS`
+/// because it has no destructor, so reaching it needs no "destructor registered?" check.
+struct Cache {
+    id: Cell<u64>,
+    slot: Cell<*const Slot>,
 }
 
 impl Drop for ThreadRegs {
     fn drop(&mut self) {
-        self.cached_id.set(0);
+        // The slots below are about to be unregistered and freed: later `read_lock`s on this
+        // thread must take the slow path (which panics, REGS being gone).
+        let _ = CACHE.try_with(|c| c.id.set(0));
         for reg in self.regs.get_mut().drain(..) {
             let Some(inner) = reg.domain.upgrade() else {
                 continue;
@@ -56,9 +63,13 @@ impl Drop for ThreadRegs {
 thread_local! {
     static REGS: ThreadRegs = const {
         ThreadRegs {
-            cached_id: Cell::new(0),
-            cached_slot: Cell::new(std::ptr::null()),
             regs: RefCell::new(Vec::new()),
+        }
+    };
+    static CACHE: Cache = const {
+        Cache {
+            id: Cell::new(0),
+            slot: Cell::new(std::ptr::null()),
         }
     };
 }
@@ -76,11 +87,11 @@ impl Rcu {
     #[inline]
     pub fn read_lock(&self) -> ReadGuard<'_> {
         let inner = self.inner();
-        let slot = REGS.with(|r| {
-            if r.cached_id.get() == inner.id {
-                r.cached_slot.get()
+        let slot = CACHE.with(|c| {
+            if c.id.get() == inner.id {
+                c.slot.get()
             } else {
-                slow_lookup(r, self)
+                REGS.with(|r| slow_lookup(r, c, self))
             }
         });
         // SAFETY: `slot` is owned by this thread's registration list, which keeps it alive
@@ -95,7 +106,7 @@ impl Rcu {
 }
 
 #[cold]
-fn slow_lookup(r: &ThreadRegs, rcu: &Rcu) -> *const Slot {
+fn slow_lookup(r: &ThreadRegs, cache: &Cache, rcu: &Rcu) -> *const Slot {
     let inner = rcu.inner();
     let mut regs = r.regs.borrow_mut();
     // Drop registrations of domains that no longer exist (their ids are never reused).
@@ -117,8 +128,8 @@ fn slow_lookup(r: &ThreadRegs, rcu: &Rcu) -> *const Slot {
             p
         }
     };
-    r.cached_id.set(inner.id);
-    r.cached_slot.set(slot);
+    cache.id.set(inner.id);
+    cache.slot.set(slot);
     slot
 }
 

@@ -289,18 +289,23 @@ impl Reclaimer {
             #[cfg(not(loom))]
             {
                 let deadline = Instant::now() + inner.config.batch_wait;
-                loop {
-                    let go = r.pending.load(Ordering::Relaxed) >= inner.config.batch_min
+                let go = || {
+                    r.pending.load(Ordering::Relaxed) >= inner.config.batch_min
                         || r.urgent.load(Ordering::Relaxed) > 0
                         || r.gp_requested.load(Ordering::Relaxed)
-                        || r.stop.load(Ordering::Relaxed);
+                        || r.stop.load(Ordering::Relaxed)
+                };
+                loop {
                     let now = Instant::now();
-                    if go || now >= deadline {
+                    if go() || now >= deadline {
                         break;
                     }
+                    // Reset, then re-check everything that sets the event: a request made
+                    // between the check above and the reset is seen here, one made after it
+                    // finds the event reset and sets it.
                     r.wake.reset();
-                    if r.urgent.load(Ordering::Relaxed) > 0 {
-                        continue;
+                    if go() {
+                        break;
                     }
                     r.wake.wait_timeout(deadline - now);
                 }
