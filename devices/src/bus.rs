@@ -2,7 +2,7 @@
 
 use crate::Error;
 use parking_lot::Mutex;
-use rcu::{RcuCell, ReadSide, Rcu};
+use rcu::{Rcu, RcuCell, ReadSide};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

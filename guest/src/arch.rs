@@ -36,6 +36,16 @@ pub fn outl(port: u16, value: u32) {
     }
 }
 
+/// Writes a dword to an I/O port that starts work on guest memory (a doorbell): unlike
+/// [`outl`], the compiler must assume the `out` reads and writes memory, so every store
+/// before it is done before it and every load after it is done after it.
+pub fn outl_doorbell(port: u16, value: u32) {
+    // SAFETY: as for `outb`; the missing `nomem` only makes the compiler more careful.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nostack, preserves_flags))
+    }
+}
+
 /// Reads a dword from an I/O port.
 pub fn inl(port: u16) -> u32 {
     let value: u32;

@@ -8,6 +8,7 @@ pub const ZERO_PAGE_SIZE: usize = 4096;
 /// The most e820 entries the zero page holds.
 pub const E820_MAX: usize = 128;
 
+const ACPI_RSDP_ADDR: usize = 0x070;
 const EXT_RAMDISK_IMAGE: usize = 0x0c0;
 const EXT_RAMDISK_SIZE: usize = 0x0c4;
 const EXT_CMD_LINE_PTR: usize = 0x0c8;
@@ -91,6 +92,12 @@ pub fn initrd(zp: &[u8]) -> Option<(u64, u64)> {
     }
 }
 
+/// `acpi_rsdp_addr` (boot protocol 2.14): where the loader says the ACPI RSDP is; 0 if it
+/// does not say.
+pub fn acpi_rsdp_addr(zp: &[u8]) -> u64 {
+    u64_at(zp, ACPI_RSDP_ADDR)
+}
+
 /// The command line's address (0: none) and the most bytes to read there: the header's
 /// `cmdline_size` as the loader left it, capped at [`CMDLINE_MAX`].
 pub fn cmdline_location(zp: &[u8]) -> (u64, usize) {
@@ -125,6 +132,8 @@ pub enum Workload<'a> {
     Echo,
     Probe,
     Fault,
+    Hotplug,
+    LookupBench,
     Unknown(&'a [u8]),
 }
 
@@ -141,9 +150,22 @@ impl Workload<'_> {
             Workload::Echo => b"echo",
             Workload::Probe => b"probe",
             Workload::Fault => b"fault",
+            Workload::Hotplug => b"hotplug",
+            Workload::LookupBench => b"lookup-bench",
             Workload::Unknown(name) => name,
         }
     }
+}
+
+/// Where `cpus=` says the CPUs are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuSource<'a> {
+    /// `cpus=mp` (the default): the MultiProcessor Specification tables.
+    Mp,
+    /// `cpus=acpi`: the ACPI MADT.
+    Acpi,
+    /// Anything else, as written.
+    Unknown(&'a [u8]),
 }
 
 /// The parsed command line: `key=value` words separated by spaces; unknown words are ignored,
@@ -151,18 +173,34 @@ impl Workload<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options<'a> {
     pub workload: Workload<'a>,
-    /// The value of `count=` as written (io-storm's writes; see [`parse_u64`]).
+    /// The value of `count=` as written (io-storm's writes, lookup-bench's table size; see
+    /// [`parse_u64`]).
     pub count: Option<&'a [u8]>,
+    /// The value of `rounds=` as written (lookup-bench's rounds).
+    pub rounds: Option<&'a [u8]>,
+    /// The value of `cycles=` as written (hotplug's RAM cycles).
+    pub cycles: Option<&'a [u8]>,
+    /// `cpus=`: where smoke finds the CPUs.
+    pub cpus: CpuSource<'a>,
 }
 
 /// io-storm's writes when the command line gives no `count=`.
 pub const DEFAULT_IO_STORM_COUNT: u64 = 10_000;
+/// hotplug's present-to-absent RAM cycles when the command line gives no `cycles=`.
+pub const DEFAULT_HOTPLUG_CYCLES: u64 = 10;
+/// lookup-bench's table size when the command line gives no `count=`.
+pub const DEFAULT_LOOKUP_COUNT: u64 = 4096;
+/// lookup-bench's rounds when the command line gives no `rounds=`.
+pub const DEFAULT_LOOKUP_ROUNDS: u64 = 100;
 
 /// Parses a command line.
 pub fn parse_cmdline(text: &[u8]) -> Options<'_> {
     let mut opts = Options {
         workload: Workload::Smoke,
         count: None,
+        rounds: None,
+        cycles: None,
+        cpus: CpuSource::Mp,
     };
     for word in text
         .split(|&b| b == b' ' || b == b'\t' || b == b'\n')
@@ -184,10 +222,21 @@ pub fn parse_cmdline(text: &[u8]) -> Options<'_> {
                     b"echo" => Workload::Echo,
                     b"probe" => Workload::Probe,
                     b"fault" => Workload::Fault,
+                    b"hotplug" => Workload::Hotplug,
+                    b"lookup-bench" => Workload::LookupBench,
                     other => Workload::Unknown(other),
                 }
             }
             b"count" => opts.count = Some(value),
+            b"rounds" => opts.rounds = Some(value),
+            b"cycles" => opts.cycles = Some(value),
+            b"cpus" => {
+                opts.cpus = match value {
+                    b"mp" => CpuSource::Mp,
+                    b"acpi" => CpuSource::Acpi,
+                    other => CpuSource::Unknown(other),
+                }
+            }
             _ => {}
         }
     }

@@ -8,16 +8,19 @@
 #![no_std]
 #![no_main]
 
+pub mod acpi;
 pub mod arch;
 pub mod boot;
 pub mod crc32;
 pub mod exceptions;
+pub mod hotplug;
+pub mod lookup;
 pub mod mp;
 pub mod serial;
 pub mod smp;
 
 use crate::arch::{inl, outb, outl, outw, pause};
-use crate::boot::{E820Entry, Options, Workload, E820_RAM};
+use crate::boot::{CpuSource, E820Entry, Options, Workload, E820_RAM};
 use core::fmt;
 use core::fmt::Write as _;
 use core::panic::PanicInfo;
@@ -30,6 +33,14 @@ const I8042_COMMAND: u16 = 0x64;
 /// The test counter: each dword `out` counts one write; `in` returns the count.
 const COUNTER_PORT: u16 = 0x510;
 const COUNTER_READ_PORT: u16 = 0x511;
+/// The lookup device: the descriptor's gpa, low dword then high dword (the doorbell).
+const LOOKUP_PORT_LO: u16 = 0x520;
+const LOOKUP_PORT_HI: u16 = 0x524;
+/// The hot-pluggable test device: a dword, all-ones while absent.
+const HOTPLUG_DEVICE_PORT: u16 = 0x530;
+/// The hot-plugged RAM window (in the 32-bit MMIO hole, identity-mapped by the loader).
+const HOTPLUG_RAM: u64 = 0xe000_0000;
+const HOTPLUG_RAM_SIZE: u64 = 2 * MIB;
 
 const MIB: u64 = 1 << 20;
 const PAGE: u64 = 4096;
@@ -55,7 +66,8 @@ impl fmt::Display for Printable<'_> {
     }
 }
 
-/// Physical memory through the identity map. Only the first MiB and usable RAM are read.
+/// Physical memory through the identity map, below 4 GiB: firmware areas and tables (MP, ACPI)
+/// and the command line.
 struct IdentityMap;
 
 impl mp::PhysMem for IdentityMap {
@@ -65,8 +77,9 @@ impl mp::PhysMem for IdentityMap {
             return None;
         }
         // SAFETY: the loader identity-maps the first 4 GiB; `addr` is not null and the range
-        // does not wrap. Only firmware areas and tables below 1 MiB are read this way, which
-        // no Rust object overlaps, and they are only read.
+        // does not wrap. Only the command line, firmware areas and the tables the loader
+        // provides (MP below 1 MiB, ACPI in reserved or ACPI e820 areas) are read this way,
+        // which no Rust object overlaps, and they are only read.
         Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
     }
 }
@@ -98,6 +111,28 @@ fn finish(workload: &Workload<'_>) -> ! {
     println!("workload {}: ok", Printable(workload.name()));
     println!("rvmm-guest: done");
     reset()
+}
+
+/// Reports success with a detail (`workload <name>: ok (<detail>)`) and resets.
+fn finish_with(workload: &Workload<'_>, detail: fmt::Arguments<'_>) -> ! {
+    println!("workload {}: ok ({})", Printable(workload.name()), detail);
+    println!("rvmm-guest: done");
+    reset()
+}
+
+/// The number `key=` gives (decimal or 0x hex), `default` without one; fails the workload
+/// if it is not a number.
+fn number_option(workload: &Workload<'_>, key: &str, value: Option<&[u8]>, default: u64) -> u64 {
+    match value {
+        None => default,
+        Some(text) => match boot::parse_u64(text) {
+            Some(n) => n,
+            None => fail(
+                workload,
+                format_args!("{key}={} is not a number", Printable(text)),
+            ),
+        },
+    }
 }
 
 #[panic_handler]
@@ -146,7 +181,7 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
     let initrd_ok = report_initrd(zp);
 
     match workload {
-        Workload::Smoke => smoke(&workload, initrd_ok),
+        Workload::Smoke => smoke(&workload, &opts, zp, initrd_ok),
         Workload::IoStorm => io_storm(&workload, &opts),
         Workload::MemTouch => mem_touch(&workload, zp),
         Workload::Panic => panic!("workload=panic asked for a panic"),
@@ -160,6 +195,8 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
             println!("workload fault: executing ud2");
             arch::raise_invalid_opcode()
         }
+        Workload::Hotplug => hotplug::run(&workload, &opts),
+        Workload::LookupBench => lookup::run(&workload, &opts, zp),
         Workload::Reset => finish(&workload),
         Workload::Unknown(_) => fail(&workload, format_args!("unknown workload")),
     }
@@ -209,7 +246,26 @@ fn report_initrd(zp: &[u8]) -> bool {
     true
 }
 
-fn smoke(workload: &Workload<'_>, initrd_ok: bool) -> ! {
+fn smoke(workload: &Workload<'_>, opts: &Options<'_>, zp: &[u8], initrd_ok: bool) -> ! {
+    let (online, listed) = match opts.cpus {
+        CpuSource::Mp => start_cpus_mp(),
+        CpuSource::Acpi => start_cpus_acpi(workload, zp),
+        CpuSource::Unknown(v) => fail(
+            workload,
+            format_args!("cpus={} is neither mp nor acpi", Printable(v)),
+        ),
+    };
+    if !initrd_ok {
+        fail(workload, format_args!("initrd outside usable RAM"));
+    }
+    if online != listed {
+        fail(workload, format_args!("{online} of {listed} cpus online"));
+    }
+    finish(workload)
+}
+
+/// `cpus=mp`: the `mp:` line, then the CPUs of the MP table started. Returns (online, listed).
+fn start_cpus_mp() -> (usize, usize) {
     let mp = match mp::find(&IdentityMap) {
         Ok(cfg) => {
             println!(
@@ -230,27 +286,35 @@ fn smoke(workload: &Workload<'_>, initrd_ok: bool) -> ! {
             None
         }
     };
-    let (online, listed) = smp::start_all(mp.as_ref());
-    if !initrd_ok {
-        fail(workload, format_args!("initrd outside usable RAM"));
+    smp::start_all(mp.as_ref().map_or(&[], |m| m.processors()), "mp")
+}
+
+/// `cpus=acpi`: the `acpi:` line, then the CPUs of the MADT started. A table that fails its
+/// checks fails the workload. Returns (online, listed).
+fn start_cpus_acpi(workload: &Workload<'_>, zp: &[u8]) -> (usize, usize) {
+    match acpi::find(&IdentityMap, boot::acpi_rsdp_addr(zp)) {
+        Ok(cfg) => {
+            println!(
+                "acpi: rsdp at {:#x}, madt at {:#x}, {} processors",
+                cfg.rsdp,
+                cfg.madt,
+                cfg.processors().len()
+            );
+            smp::start_all(cfg.processors(), "acpi")
+        }
+        Err(acpi::AcpiError::NotFound) => {
+            println!("acpi: no RSDP");
+            smp::start_all(&[], "acpi")
+        }
+        Err(acpi::AcpiError::BadTable(at, why)) => {
+            println!("acpi: table at {at:#x}: {why}");
+            fail(workload, format_args!("ACPI: {why}"))
+        }
     }
-    if online != listed {
-        fail(workload, format_args!("{online} of {listed} cpus online"));
-    }
-    finish(workload)
 }
 
 fn io_storm(workload: &Workload<'_>, opts: &Options<'_>) -> ! {
-    let count = match opts.count {
-        None => boot::DEFAULT_IO_STORM_COUNT,
-        Some(text) => match boot::parse_u64(text) {
-            Some(n) => n,
-            None => fail(
-                workload,
-                format_args!("count={} is not a number", Printable(text)),
-            ),
-        },
-    };
+    let count = number_option(workload, "count", opts.count, boot::DEFAULT_IO_STORM_COUNT);
     let before = inl(COUNTER_READ_PORT);
     for i in 0..count {
         outl(COUNTER_PORT, i as u32);

@@ -1,14 +1,15 @@
 //! Starting the application processors: the local APIC, INIT / SIPI, and each AP reporting in.
 //!
 //! The BSP copies the real-mode trampoline (entry.s) to [`TRAMPOLINE`], publishes its CR3 and
-//! EFER for it, then for each enabled AP of the MP table sends INIT (assert, de-assert) and a
-//! start-up IPI, a second SIPI only if the AP has not arrived after a short wait (KVM starts an
-//! AP on the first one; real CPUs may need the second), and waits for the AP to print its line.
+//! EFER for it, then for each enabled AP of the MP table (or of the ACPI MADT) sends INIT
+//! (assert, de-assert) and a start-up IPI, a second SIPI only if the AP has not arrived after
+//! a short wait (KVM starts an AP on the first one; real CPUs may need the second), and waits
+//! for the AP to print its line.
 //! Waiting uses the TSC as a monotonic counter only (about 2.6 GHz on the PVM hosts; rdtsc
 //! traps there, so each poll costs microseconds, which is fine).
 
 use crate::arch::{halt, pause, rdmsr, rdtsc, read_cr3};
-use crate::mp::MpConfig;
+use crate::mp::Processor;
 use crate::println;
 use core::ptr::{addr_of, read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
@@ -158,9 +159,10 @@ fn prepare_trampoline() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Reports the BSP, starts every enabled AP of `mp` (none without a table) and prints the
-/// summary line. Returns (online, listed).
-pub fn start_all(mp: Option<&MpConfig>) -> (usize, usize) {
+/// Reports the BSP, starts every enabled AP of `processors` (the MP table's or the MADT's;
+/// empty without a table) and prints the summary line. `source` prefixes the line about a
+/// disabled processor ("mp", "acpi"). Returns (online, listed).
+pub fn start_all(processors: &[Processor], source: &str) -> (usize, usize) {
     let lapic = Lapic::current();
     let bsp_id = lapic.id();
     CPU_NUMBER[usize::from(bsp_id)].store(0, Ordering::Relaxed);
@@ -169,9 +171,9 @@ pub fn start_all(mp: Option<&MpConfig>) -> (usize, usize) {
 
     let mut aps = [0u8; 256];
     let mut n_aps = 0;
-    for p in mp.map(|m| m.processors()).unwrap_or(&[]) {
+    for p in processors {
         if !p.enabled {
-            println!("mp: processor with apic id {} is disabled", p.apic_id);
+            println!("{source}: processor with apic id {} is disabled", p.apic_id);
         } else if p.apic_id != bsp_id && n_aps < aps.len() {
             aps[n_aps] = p.apic_id;
             n_aps += 1;

@@ -1,8 +1,551 @@
 #![cfg(loom)]
-#[test]
-fn smoke() {
-    loom::model(|| {
-        let rcu = rcu::Rcu::builder().spin_passes(0).build();
-        rcu.synchronize();
+//! loom model checks of the grace-period core, the `Event`, and the `call_rcu` hand-off.
+//!
+//! Run (release: loom explores tens of thousands of executions per model):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p rcu --test loom
+//! ```
+//!
+//! Every model runs the crate's real code on loom's primitives (`rcu/src/sync.rs`). A freed
+//! value is modelled by *poisoning* it: the writer writes `POISON` into the value through a
+//! `loom::cell::UnsafeCell` once the grace period (or the callback) says it may free it. loom
+//! checks that this write happens-after every reader's read of the cell (it fails the model
+//! with a causality violation otherwise), and the readers also assert that they never read
+//! `POISON`.
+//!
+//! `tests/loom-broken.sh` rebuilds with `--cfg rcu_broken` (the reader's fence removed) and
+//! `--cfg rcu_broken_wakeup` (the writer's fence between the `waiting` flags and the re-check
+//! removed) and checks that the models named in it FAIL there: the `gp_*` models must catch
+//! the first, the `wakeup_*` models the second.
+//!
+//! The preemption bound of each model is chosen so that the whole file runs in a few minutes
+//! on two cores; `LOOM_MAX_PREEMPTIONS` overrides it.
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use rcu::{CallbackLock, Event, Rcu, RcuCell};
+use std::sync::atomic::{AtomicUsize as StdCounter, Ordering as StdOrdering};
+
+/// What a freed value holds.
+const POISON: u64 = u64::MAX;
+const OLD: u64 = 1;
+const NEW: u64 = 2;
+
+/// Runs `f` under every interleaving loom explores with at most `bound` preemptions.
+/// Prints how many executions were explored (shown with `--nocapture`).
+fn check(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(bound);
+    }
+    let runs = std::sync::Arc::new(StdCounter::new(0));
+    let r = runs.clone();
+    let started = std::time::Instant::now();
+    builder.check(move || {
+        r.fetch_add(1, StdOrdering::Relaxed);
+        f();
     });
+    eprintln!(
+        "{}: {} executions, preemption bound {:?}, {:.1?}",
+        std::thread::current().name().unwrap_or("model"),
+        runs.load(StdOrdering::Relaxed),
+        builder.preemption_bound,
+        started.elapsed()
+    );
+}
+
+/// Counts, across all executions of one model, how often an outcome occurred, so that a model
+/// can assert it really explored the case it is about (and is not passing vacuously).
+#[derive(Clone, Default)]
+struct Outcomes(std::sync::Arc<[StdCounter; 2]>);
+
+impl Outcomes {
+    fn record(&self, which: bool) {
+        self.0[usize::from(which)].fetch_add(1, StdOrdering::Relaxed);
+    }
+
+    fn get(&self, which: bool) -> usize {
+        self.0[usize::from(which)].load(StdOrdering::Relaxed)
+    }
+}
+
+/// An RCU-protected value whose "free" is a poisoning write that loom race-checks.
+struct Payload {
+    value: UnsafeCell<u64>,
+}
+
+// SAFETY: readers only read `value` (`read`); the single write (`poison`) is what the
+// algorithm under test must order after every read, and loom's cell tracking fails the model
+// if it is not (loom runs one thread at a time, so the accesses never truly overlap).
+unsafe impl Sync for Payload {}
+
+impl Payload {
+    fn new(v: u64) -> Self {
+        Payload {
+            value: UnsafeCell::new(v),
+        }
+    }
+
+    /// A reader's access: checked by loom against the writer's `poison`.
+    fn read(&self) -> u64 {
+        // SAFETY: see the `Sync` impl; loom checks this read against every write.
+        let v = self.value.with(|p| unsafe { *p });
+        assert_ne!(v, POISON, "a reader saw a value freed under it");
+        v
+    }
+
+    /// The writer's "free": only legal once no reader can still hold a reference.
+    fn poison(&self) {
+        // SAFETY: see the `Sync` impl; loom checks this write against every read.
+        self.value.with_mut(|p| unsafe { *p = POISON });
+    }
+}
+
+/// The writer's side shared by the grace-period models: publish NEW, wait for a grace period,
+/// free OLD. Returns the freed value (kept allocated until the readers are joined).
+fn replace_and_free(cell: &RcuCell<Payload>) -> Box<Payload> {
+    let retired = cell
+        .store(Some(Payload::new(NEW)))
+        .expect("the cell held OLD");
+    let old = retired.synchronize();
+    old.poison();
+    old
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1-2. A reader that began before synchronize is waited for.
+// ---------------------------------------------------------------------------------------------
+
+/// Model 1: a read-lock reader (the same enter/exit code as `read_lock`) registers, enters a
+/// section and reads the cell while the writer replaces the value, synchronizes and frees the
+/// old one. The free must happen-after the read. Fails under `--cfg rcu_broken`.
+#[test]
+fn gp_read_lock_reader_is_waited_for() {
+    let seen = Outcomes::default();
+    let s = seen.clone();
+    check(3, move || {
+        let rcu = Rcu::new();
+        let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let reader = {
+            let (rcu, cell) = (rcu.clone(), cell.clone());
+            thread::spawn(move || {
+                let me = rcu.loom_reader();
+                let outer = me.lock();
+                let value = cell.load(&outer).expect("never empty");
+                let v = value.read();
+                {
+                    // A nested section: its exit must not end the outer one.
+                    let inner = me.lock();
+                    cell.load(&inner).expect("never empty").read();
+                }
+                value.read();
+                drop(outer);
+                v
+            })
+        };
+        let old = replace_and_free(&cell);
+        let v = reader.join().unwrap();
+        s.record(v == OLD);
+        drop(old);
+    });
+    assert!(seen.get(true) > 0, "no execution had the reader read OLD");
+    assert!(seen.get(false) > 0, "no execution had the reader read NEW");
+}
+
+/// Model 1b: two writers synchronize concurrently (each may return on the other's grace
+/// period: the `completed >= target` shortcut) while a read-lock reader reads both cells.
+/// Neither free may overlap the reader's section.
+#[test]
+fn gp_concurrent_writers_share_grace_periods() {
+    let shared = Outcomes::default();
+    let s = shared.clone();
+    check(2, move || {
+        let rcu = Rcu::new();
+        let a = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let b = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let reader = {
+            let (rcu, a, b) = (rcu.clone(), a.clone(), b.clone());
+            thread::spawn(move || {
+                let me = rcu.loom_reader();
+                let guard = me.lock();
+                a.load(&guard).expect("never empty").read();
+                b.load(&guard).expect("never empty").read();
+                drop(guard);
+            })
+        };
+        let writer = thread::spawn(move || replace_and_free(&a));
+        let old_b = replace_and_free(&b);
+        let old_a = writer.join().unwrap();
+        reader.join().unwrap();
+        s.record(rcu.stats().shared_grace_periods > 0);
+        drop((old_a, old_b));
+    });
+    assert!(shared.get(true) > 0, "no execution shared a grace period");
+}
+
+/// Model 2: the same with a QSBR reader: it reads, reports a quiescent state, reads again,
+/// goes offline and comes back online, reads again, and unregisters. None of its reads may
+/// overlap the free.
+#[test]
+fn gp_qsbr_reader_is_waited_for() {
+    let seen = Outcomes::default();
+    let s = seen.clone();
+    check(2, move || {
+        let rcu = Rcu::new();
+        let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let reader = {
+            let (rcu, cell) = (rcu.clone(), cell.clone());
+            thread::spawn(move || {
+                let mut me = rcu.register_qsbr();
+                let first = cell.load(&me).expect("never empty").read();
+                me.quiescent_state();
+                cell.load(&me).expect("never empty").read();
+                me.offline();
+                me.online();
+                cell.load(&me).expect("never empty").read();
+                first
+            })
+        };
+        let old = replace_and_free(&cell);
+        let first = reader.join().unwrap();
+        s.record(first == OLD);
+        drop(old);
+    });
+    assert!(
+        seen.get(true) > 0,
+        "no execution had the reader read OLD first"
+    );
+    assert!(
+        seen.get(false) > 0,
+        "no execution had the reader read NEW first"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A reader that begins after synchronize returns sees the new value.
+// ---------------------------------------------------------------------------------------------
+
+/// The writer of model 3: publish NEW, synchronize, then raise `done` with a *relaxed* store,
+/// so that only the grace period (not the flag) can order the reader's view.
+fn publish_then_flag(cell: &RcuCell<Payload>, done: &AtomicBool) -> Box<Payload> {
+    let old = replace_and_free(cell);
+    done.store(true, Ordering::Relaxed);
+    old
+}
+
+/// Model 3a: a read-lock reader that observed `done` (so began after `synchronize` returned)
+/// must read NEW: the RCU guarantee "if a reader sees anything done after a grace period, it
+/// sees everything done before it".
+#[test]
+fn gp_read_lock_reader_after_synchronize_sees_new() {
+    let seen = Outcomes::default();
+    let s = seen.clone();
+    check(3, move || {
+        let rcu = Rcu::new();
+        let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (rcu, cell, done) = (rcu.clone(), cell.clone(), done.clone());
+            thread::spawn(move || {
+                let me = rcu.loom_reader();
+                let after = done.load(Ordering::Relaxed);
+                let guard = me.lock();
+                let v = cell.load(&guard).expect("never empty").read();
+                if after {
+                    assert_eq!(v, NEW, "a reader that began after synchronize read OLD");
+                }
+                drop(guard);
+                after
+            })
+        };
+        let old = publish_then_flag(&cell, &done);
+        s.record(reader.join().unwrap());
+        drop(old);
+    });
+    assert!(
+        seen.get(true) > 0,
+        "no execution had the reader begin after synchronize"
+    );
+}
+
+/// Model 3b: the same with a QSBR reader, whose quiescent state after observing `done` begins
+/// its new read-side stretch.
+#[test]
+fn gp_qsbr_reader_after_synchronize_sees_new() {
+    let seen = Outcomes::default();
+    let s = seen.clone();
+    check(3, move || {
+        let rcu = Rcu::new();
+        let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (rcu, cell, done) = (rcu.clone(), cell.clone(), done.clone());
+            thread::spawn(move || {
+                let mut me = rcu.register_qsbr();
+                let after = done.load(Ordering::Relaxed);
+                me.quiescent_state();
+                let v = cell.load(&me).expect("never empty").read();
+                if after {
+                    assert_eq!(
+                        v, NEW,
+                        "a QSBR reader that began after synchronize read OLD"
+                    );
+                }
+                after
+            })
+        };
+        let old = publish_then_flag(&cell, &done);
+        s.record(reader.join().unwrap());
+        drop(old);
+    });
+    assert!(
+        seen.get(true) > 0,
+        "no execution had the reader begin after synchronize"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. No lost wake-up between the per-reader `waiting` flag and the Event.
+// ---------------------------------------------------------------------------------------------
+
+/// A domain whose writer sleeps on the Event at once instead of polling first.
+fn sleepy_domain() -> Rcu {
+    Rcu::builder().spin_passes(0).build()
+}
+
+/// Model 4a: a read-lock reader leaves its section while the writer goes to sleep waiting for
+/// it. A lost wake-up leaves the writer asleep forever, which loom reports as a deadlock.
+/// Fails (deadlocks) under `--cfg rcu_broken_wakeup`.
+#[test]
+fn wakeup_read_lock_reader_wakes_sleeping_writer() {
+    let slept = Outcomes::default();
+    let s = slept.clone();
+    check(3, move || {
+        let rcu = sleepy_domain();
+        let me = rcu.loom_reader();
+        let reader = thread::spawn(move || {
+            let guard = me.lock();
+            drop(guard);
+        });
+        rcu.synchronize();
+        reader.join().unwrap();
+        s.record(rcu.stats().grace_periods == 1);
+    });
+    assert!(slept.get(true) > 0);
+}
+
+/// Model 4b: the same with a QSBR reader, which wakes the writer from `quiescent_state` or
+/// from going offline (when its handle drops).
+#[test]
+fn wakeup_qsbr_reader_wakes_sleeping_writer() {
+    check(3, || {
+        let rcu = sleepy_domain();
+        let reader = {
+            let rcu = rcu.clone();
+            thread::spawn(move || {
+                let mut me = rcu.register_qsbr();
+                me.quiescent_state();
+                drop(me);
+            })
+        };
+        rcu.synchronize();
+        reader.join().unwrap();
+    });
+}
+
+/// Model 4c: both reader kinds at once; the writer sleeps on one Event for both.
+#[test]
+fn wakeup_both_kinds_wake_sleeping_writer() {
+    check(2, || {
+        let rcu = sleepy_domain();
+        let lock_reader = rcu.loom_reader();
+        let a = thread::spawn(move || {
+            drop(lock_reader.lock());
+        });
+        let b = {
+            let rcu = rcu.clone();
+            thread::spawn(move || {
+                let mut me = rcu.register_qsbr();
+                me.offline();
+            })
+        };
+        rcu.synchronize();
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. The Event alone.
+// ---------------------------------------------------------------------------------------------
+
+/// Model 5a: two threads ping-pong over two events for two rounds, handing a plain value
+/// back and forth: every `wait` must be woken (else loom reports a deadlock) and must make the
+/// setter's earlier writes visible (else loom reports a data race on the cell).
+#[test]
+fn event_ping_pong_hands_off_data() {
+    check(3, || {
+        let ping = Arc::new(Event::new(false));
+        let pong = Arc::new(Event::new(false));
+        let data = Arc::new(Payload::new(0));
+        let t = {
+            let (ping, pong, data) = (ping.clone(), pong.clone(), data.clone());
+            thread::spawn(move || {
+                for round in 0..2u64 {
+                    ping.wait();
+                    ping.reset();
+                    // SAFETY: the ping/pong hand-off orders every access (what is checked).
+                    data.value.with_mut(|p| unsafe {
+                        assert_eq!(*p, 2 * round + 1);
+                        *p += 1;
+                    });
+                    pong.set();
+                }
+            })
+        };
+        for round in 0..2u64 {
+            // SAFETY: as above.
+            data.value.with_mut(|p| unsafe {
+                assert_eq!(*p, 2 * round);
+                *p += 1;
+            });
+            ping.set();
+            pong.wait();
+            pong.reset();
+        }
+        t.join().unwrap();
+    });
+}
+
+/// Model 5b: the pattern the writer and the reclamation thread use: reset, announce/re-check a
+/// condition, wait; the other side makes the condition true and sets. Two rounds, so the second
+/// `reset` races with a `set` that may still be in flight from the first.
+#[test]
+fn event_reset_recheck_wait_loses_no_wakeup() {
+    check(3, || {
+        let event = Arc::new(Event::new(false));
+        let work = Arc::new(AtomicUsize::new(0));
+        let t = {
+            let (event, work) = (event.clone(), work.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    work.fetch_add(1, Ordering::Relaxed);
+                    event.set();
+                }
+            })
+        };
+        let mut taken = 0;
+        while taken < 2 {
+            event.reset();
+            let available = work.load(Ordering::Relaxed);
+            if available > taken {
+                taken = available;
+                continue;
+            }
+            event.wait();
+        }
+        t.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. call_rcu: the queue-and-batch hand-off to the reclamation thread, and rcu_barrier.
+// ---------------------------------------------------------------------------------------------
+
+/// What the callback saw, shared by the callback lock and the retired value.
+#[derive(Default)]
+struct Witness {
+    /// The callback lock is held (set by `with_lock` on the reclamation thread).
+    held: AtomicBool,
+    /// 0: alive; 1: freed under the callback lock; 2: freed without it.
+    freed: AtomicUsize,
+}
+
+/// A callback lock that records when it is held.
+struct WitnessLock(Arc<Witness>);
+
+impl CallbackLock for WitnessLock {
+    fn with_lock(&self, f: &mut dyn FnMut()) {
+        self.0.held.store(true, Ordering::Relaxed);
+        f();
+        self.0.held.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The published value of model 6: poisoned and marked freed when dropped.
+struct Tracked {
+    payload: Payload,
+    witness: Option<Arc<Witness>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.payload.poison();
+        if let Some(w) = &self.witness {
+            let how = if w.held.load(Ordering::Relaxed) { 1 } else { 2 };
+            w.freed.store(how, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Model 6: a reader inside a section; a writer that unpublishes OLD and hands its destruction
+/// to `call_rcu` (through `Retired::defer_drop`), then calls `rcu_barrier`. The callback runs
+/// on the reclamation thread, under the callback lock, never while the reader can still see
+/// OLD; `rcu_barrier` returns only after it ran; dropping the domain joins the thread.
+#[test]
+fn call_rcu_batch_waits_for_readers_and_barrier_for_callbacks() {
+    let seen = Outcomes::default();
+    let s = seen.clone();
+    check(2, move || {
+        let witness = Arc::new(Witness::default());
+        let lock: Arc<dyn CallbackLock> =
+            Arc::from_std(std::sync::Arc::new(WitnessLock(witness.clone())));
+        let rcu = Rcu::builder().callback_lock(lock).build();
+        let cell = Arc::new(RcuCell::new_in(
+            &rcu,
+            Some(Tracked {
+                payload: Payload::new(OLD),
+                witness: Some(witness.clone()),
+            }),
+        ));
+        let reader = {
+            let (rcu, cell) = (rcu.clone(), cell.clone());
+            thread::spawn(move || {
+                let me = rcu.loom_reader();
+                let guard = me.lock();
+                let v = cell.load(&guard).expect("never empty").payload.read();
+                drop(guard);
+                v
+            })
+        };
+        let retired = cell
+            .store(Some(Tracked {
+                payload: Payload::new(NEW),
+                witness: None,
+            }))
+            .expect("the cell held OLD");
+        retired.defer_drop();
+        rcu.rcu_barrier();
+        assert_eq!(
+            witness.freed.load(Ordering::Relaxed),
+            1,
+            "after rcu_barrier the callback must have run, under the callback lock"
+        );
+        let v = reader.join().unwrap();
+        s.record(v == OLD);
+        let stats = rcu.stats();
+        assert_eq!(
+            stats.callback_panics, 0,
+            "a callback panicked (see the log)"
+        );
+        assert_eq!(stats.callbacks_pending, 0);
+        drop(cell);
+        // The last handle: shuts the reclamation thread down and joins it (loom reports a
+        // deadlock if it never exits, and a leak if it keeps the domain alive).
+        drop(rcu);
+    });
+    assert!(seen.get(true) > 0, "no execution had the reader read OLD");
 }

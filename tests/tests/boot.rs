@@ -55,7 +55,10 @@ fn e820_agrees_with_mem() {
         let usable = usable_bytes(&r.lines("e820:"));
         // Everything but the EBDA..1 MiB hole (0x9fc00..0x100000) is usable RAM.
         let expect = (mib << 20) - (0x10_0000 - 0x9_fc00);
-        r.check(usable == expect, &format!("--mem {arg}: usable {usable} != {expect}"));
+        r.check(
+            usable == expect,
+            &format!("--mem {arg}: usable {usable} != {expect}"),
+        );
         let total = format!("mem: usable {} MiB", usable >> 20);
         r.check(r.lines(&total).len() == 1, &format!("expected '{total}'"));
     }
@@ -92,7 +95,10 @@ fn io_storm_counts_every_write() {
         return;
     }
     let n = 20_000;
-    let r = run_vmm(&[T, "--cmdline", &format!("workload=io-storm count={n}")], None);
+    let r = run_vmm(
+        &[T, "--cmdline", &format!("workload=io-storm count={n}")],
+        None,
+    );
     r.check(r.status == 0, "exit 0");
     let want = format!("io-storm: {n} writes to port 0x510, counter advanced by {n}");
     r.check(r.lines(&want).len() == 1, &format!("expected '{want}'"));
@@ -103,7 +109,10 @@ fn mem_touch_covers_all_ram() {
     if !require_kvm() {
         return;
     }
-    let r = run_vmm(&[T, "--mem", "128M", "--cmdline", "workload=mem-touch"], None);
+    let r = run_vmm(
+        &[T, "--mem", "128M", "--cmdline", "workload=mem-touch"],
+        None,
+    );
     r.check(r.status == 0, "exit 0");
     r.check(r.lines("workload mem-touch: ok").len() == 1, "mem-touch ok");
 }
@@ -126,7 +135,10 @@ fn triple_fault_gives_its_status_and_diagnostic() {
     }
     let r = run_vmm(&[T, "--cmdline", "workload=triple-fault"], None);
     r.check(r.status == 5, "triple fault -> status 5");
-    r.check(r.stderr.contains("triple fault"), "diagnostic names the exit");
+    r.check(
+        r.stderr.contains("triple fault"),
+        "diagnostic names the exit",
+    );
     r.check(r.stderr.contains("rip"), "diagnostic shows registers");
 }
 
@@ -146,7 +158,10 @@ fn unassigned_port_and_mmio_accesses_are_harmless() {
     }
     let r = run_vmm(&[T, "--cmdline", "workload=probe"], None);
     r.check(r.status == 0, "exit 0");
-    r.check(r.lines("workload probe: ok").len() == 1, "all-ones everywhere");
+    r.check(
+        r.lines("workload probe: ok").len() == 1,
+        "all-ones everywhere",
+    );
 }
 
 #[test]
@@ -168,7 +183,20 @@ fn eight_vms_boot_at_once() {
         return;
     }
     let ts: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(|| run_vmm(&["--timeout=120s", "--serial", "none", "--expect", "workload smoke: ok"], None)))
+        .map(|_| {
+            std::thread::spawn(|| {
+                run_vmm(
+                    &[
+                        "--timeout=120s",
+                        "--serial",
+                        "none",
+                        "--expect",
+                        "workload smoke: ok",
+                    ],
+                    None,
+                )
+            })
+        })
         .collect();
     for t in ts {
         let r = t.join().unwrap();

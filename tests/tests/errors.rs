@@ -5,7 +5,10 @@ use tests::{require_kvm, run_vmm};
 fn expect_error(args: &[&str], status: i32, needle: &str) {
     let r = run_vmm(args, None);
     r.check(r.status == status, &format!("{args:?}: status {status}"));
-    r.check(r.stderr.contains(needle), &format!("{args:?}: message contains '{needle}'"));
+    r.check(
+        r.stderr.contains(needle),
+        &format!("{args:?}: message contains '{needle}'"),
+    );
     r.check(!r.stderr.contains("panicked"), "no panic");
 }
 
@@ -48,7 +51,11 @@ fn initrd_errors() {
     let big = dir.join("big");
     let f = std::fs::File::create(&big).unwrap();
     f.set_len(40 << 20).unwrap(); // sparse 40 MiB
-    expect_error(&["--mem", "32M", "--initrd", big.to_str().unwrap()], 1, "--mem");
+    expect_error(
+        &["--mem", "32M", "--initrd", big.to_str().unwrap()],
+        1,
+        "--mem",
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -106,7 +113,12 @@ fn dev_kvm_not_accessible_says_how_to_fix_it() {
         eprintln!("skipped: needs root and setpriv to drop to an unprivileged user");
         return;
     }
-    let r = run_wrapped(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+    let r = run_wrapped(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]);
     r.check(r.status == 1, "status 1");
     r.check(r.stderr.contains("kvm` group"), "names the kvm group");
 }
@@ -118,7 +130,13 @@ fn dev_kvm_missing_says_how_to_fix_it() {
         return;
     }
     // A private mount namespace with an empty /dev: /dev/kvm does not exist there.
-    let r = run_wrapped(&["unshare", "-m", "sh", "-c", "mount -t tmpfs none /dev && exec \"$0\""]);
+    let r = run_wrapped(&[
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /dev && exec \"$0\"",
+    ]);
     r.check(r.status == 1, "status 1");
     r.check(r.stderr.contains("modprobe"), "says to load the module");
 }

@@ -117,10 +117,10 @@ pub fn read_header(name: &str, image: &mut (impl Read + Seek)) -> Result<setup_h
             minor: version & 0xff,
         });
     }
-    if hdr.xloadflags & linux_loader::loader::bootparam::XLF_KERNEL_64 as u16 == 0 {
+    if hdr.xloadflags & linux_loader::loader::bootparam::XLF_KERNEL_64 == 0 {
         return Err(Error::No64BitEntry(name.to_string()));
     }
-    if hdr.loadflags & linux_loader::loader::bootparam::LOADED_HIGH as u8 == 0 {
+    if hdr.loadflags & linux_loader::loader::bootparam::LOADED_HIGH == 0 {
         return Err(Error::NotBzImage(name.to_string()));
     }
     Ok(hdr)
@@ -240,7 +240,7 @@ pub fn load(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<Loaded> {
     hdr.type_of_loader = 0xff;
     hdr.cmd_line_ptr = CMDLINE as u32;
     hdr.cmdline_size = cfg.cmdline.len() as u32;
-    hdr.loadflags |= linux_loader::loader::bootparam::CAN_USE_HEAP as u8;
+    hdr.loadflags |= linux_loader::loader::bootparam::CAN_USE_HEAP;
     hdr.heap_end_ptr = 0xfe00;
     if let Some((addr, size)) = initrd {
         hdr.ramdisk_image = addr as u32;
@@ -253,6 +253,8 @@ pub fn load(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<Loaded> {
         ..Default::default()
     };
     params.e820_entries = e820.len() as u8;
+    // The ACPI tables (issue 7; written by `Vm::new`): boot protocol 2.14's RSDP pointer.
+    params.acpi_rsdp_addr = crate::acpi::RSDP_ADDR;
     for (slot, e) in params.e820_table.iter_mut().zip(&e820) {
         *slot = *e;
     }
@@ -379,7 +381,7 @@ pub fn check_mem(mem: u64) -> Result<()> {
             ),
         });
     }
-    if mem % (2 << 20) != 0 {
+    if !mem.is_multiple_of(2 << 20) {
         return Err(Error::MemSize {
             mib,
             why: "must be a multiple of 2 MiB".into(),

@@ -146,7 +146,13 @@ impl Archive {
     }
 
     /// Adds a character device node.
-    pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) -> Result<(), BadPath> {
+    pub fn char_dev(
+        &mut self,
+        path: &str,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    ) -> Result<(), BadPath> {
         self.add(path, perm, Kind::CharDev { major, minor })
     }
 
@@ -198,9 +204,7 @@ impl Archive {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
+    out.resize(out.len().next_multiple_of(4), 0);
 }
 
 fn write_record(
@@ -381,7 +385,11 @@ mod tests {
             assert_eq!((r.uid, r.gid, r.mtime), (0, 0, 0), "{}", r.name);
             if let Some((parent, _)) = r.name.rsplit_once('/') {
                 let p = recs.iter().position(|x| x.name == parent);
-                assert!(p.is_some_and(|p| p < i), "{}: parent missing or later", r.name);
+                assert!(
+                    p.is_some_and(|p| p < i),
+                    "{}: parent missing or later",
+                    r.name
+                );
             }
         }
         let names: Vec<_> = recs.iter().map(|r| r.name.clone()).collect();

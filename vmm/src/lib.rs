@@ -5,6 +5,7 @@
 //! command-line binary (`src/main.rs`). The built-in test guest ([`guest_image`]) is built
 //! from `guest/` by `build.rs`.
 
+pub mod acpi;
 pub mod boot;
 pub mod cpu;
 pub mod cpuid;
@@ -13,6 +14,7 @@ pub mod guest_image;
 pub mod initramfs;
 mod kick;
 pub mod layout;
+pub mod memstat;
 pub mod mptable;
 pub mod outcome;
 pub mod pvm;

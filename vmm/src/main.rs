@@ -119,9 +119,10 @@ fn parse_serial(s: &str) -> Result<SerialMode, String> {
 }
 
 fn main() {
+    let process_start = std::time::Instant::now();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let code = match run(cli) {
+    let code = match run(cli, process_start) {
         Ok(code) => code,
         Err(e) => {
             // Print the chain, skipping causes that the message above already quotes.
@@ -142,7 +143,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     let kernel = match &cli.kernel {
         Some(p) => KernelSource::File(p.clone()),
         None => KernelSource::Builtin,
@@ -169,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         timeout: cli.timeout,
         expect: cli.expect.clone(),
         log: cli.log.clone(),
+        process_start: Some(process_start),
     };
     if cli.cpus > u8::MAX as u64 {
         anyhow::bail!(vmm::Error::Cpus {

@@ -42,6 +42,9 @@ pub fn to_json(r: &RunReport, status: i32, cfg: &ConfigSummary, log: Option<&Pat
         "serial_log": log.map(|p| p.display().to_string()),
         "exits": r.exits.iter().map(|e| json!({"pio": e[0], "mmio": e[1], "interrupted": e[2], "other": e[3]})).collect::<Vec<_>>(),
         "test_counter": r.test_counter,
+        "rss_kib": r.rss_kib,
+        "guest_resident_kib": r.guest_resident_kib,
+        "vmm_overhead_kib": r.rss_kib.saturating_sub(r.guest_resident_kib),
         "unassigned": {"pio_reads": r.unassigned_pio.0, "pio_writes": r.unassigned_pio.1,
                         "mmio_reads": r.unassigned_mmio.0, "mmio_writes": r.unassigned_mmio.1},
     });

@@ -158,7 +158,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
             }
             Err(e) => Some(Outcome::Error(format!("KVM_RUN on vCPU {id}: {e}"))),
         };
-        if outcome.is_none() && shared.stopping() {
+        if outcome.is_none() && crate::vm::take_finished_here() {
             // A device this exit reached may have stopped the VM (pvpanic): say where.
             shared.attach_registers(id, || crate::cpu::dump(&vcpu));
         }

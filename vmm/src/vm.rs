@@ -42,6 +42,9 @@ pub struct VmConfig {
     pub expect: Option<String>,
     /// Also write guest serial output to this file.
     pub log: Option<PathBuf>,
+    /// When the process started (times in the report count from here); `None`: from
+    /// `Vm::new`.
+    pub process_start: Option<Instant>,
 }
 
 /// What a run produced.
@@ -65,6 +68,21 @@ pub struct RunReport {
     pub unassigned_pio: (u64, u64),
     /// Unassigned MMIO accesses (reads, writes).
     pub unassigned_mmio: (u64, u64),
+    /// The VMM process's resident memory at the end of the run, in KiB.
+    pub rss_kib: u64,
+    /// How much of that is guest memory the guest touched, in KiB.
+    pub guest_resident_kib: u64,
+}
+
+thread_local! {
+    /// Set on the thread whose `finish` call decided the outcome (a vCPU whose device access
+    /// stopped the VM), so that the vCPU can attach its registers to the diagnostic.
+    static FINISHED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread decided the outcome (and clears the flag).
+pub(crate) fn take_finished_here() -> bool {
+    FINISHED_HERE.with(|f| f.replace(false))
 }
 
 /// State shared by the vCPU threads and the controlling thread.
@@ -138,7 +156,7 @@ impl VmShared {
     pub(crate) fn attach_registers(&self, id: usize, dump: impl FnOnce() -> String) {
         let mut r = self.result.lock();
         if let Some((outcome, diag)) = r.as_mut() {
-            if *outcome != Outcome::Reset && *outcome != Outcome::ExpectSeen {
+            if matches!(outcome, Outcome::Panic) {
                 let d = diag.get_or_insert_with(String::new);
                 if !d.contains("registers") {
                     d.push_str(&format!("\nvCPU {id} registers at the access:\n{}", dump()));
@@ -153,6 +171,7 @@ impl VmShared {
             let mut r = self.result.lock();
             if r.is_none() {
                 *r = Some((outcome, diagnostic));
+                FINISHED_HERE.with(|f| f.set(true));
             }
         }
         self.stop.store(true, Ordering::Release);
@@ -301,7 +320,7 @@ impl Vm {
     /// Creates and configures the VM: KVM objects in the order KVM requires (TSS, irqchip,
     /// PIT, memory, vCPUs), the kernel loaded, the devices on the buses.
     pub fn new(cfg: VmConfig) -> Result<Vm> {
-        let started = Instant::now();
+        let started = cfg.process_start.unwrap_or_else(Instant::now);
         let kvm = open_kvm()?;
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
         let mem = boot::create_memory(cfg.boot.mem)?;
@@ -324,6 +343,14 @@ impl Vm {
                 what: "the MP table",
                 source,
             })?;
+        // The ACPI tables (issue 7): SMP Linux guests find their CPUs through the MADT.
+        for (gpa, bytes) in crate::acpi::build(cpus).regions {
+            mem.write_slice(&bytes, GuestAddress(gpa))
+                .map_err(|source| Error::GuestWrite {
+                    what: "the ACPI tables",
+                    source,
+                })?;
+        }
 
         let rcu = Rcu::new();
         let shared = Arc::new(VmShared {
@@ -397,6 +424,24 @@ impl Vm {
         &self.serial
     }
 
+    /// vCPU `i`'s general registers as set up (issue 7's structural boot checks).
+    pub fn vcpu_regs(&self, i: usize) -> Result<kvm_bindings::kvm_regs> {
+        let v = self.vcpus.get(i).ok_or(Error::Kvm {
+            what: "KVM_GET_REGS: no such vCPU",
+            source: kvm_ioctls::Error::new(libc::EINVAL),
+        })?;
+        v.get_regs().map_err(kvm_err("KVM_GET_REGS"))
+    }
+
+    /// vCPU `i`'s special registers (segments, control registers, GDT) as set up.
+    pub fn vcpu_sregs(&self, i: usize) -> Result<kvm_bindings::kvm_sregs> {
+        let v = self.vcpus.get(i).ok_or(Error::Kvm {
+            what: "KVM_GET_SREGS: no such vCPU",
+            source: kvm_ioctls::Error::new(libc::EINVAL),
+        })?;
+        v.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))
+    }
+
     /// Runs the vCPUs until an outcome, the timeout, or `stop` (from another thread).
     pub fn run(self) -> RunReport {
         crate::kick::install();
@@ -450,6 +495,8 @@ impl Vm {
             let _ = h.join();
         }
         serial.flush();
+        let rss_kib = crate::memstat::rss_kib();
+        let guest_resident_kib = crate::memstat::resident_kib(&mem);
         // vCPU fds are closed (their threads ended); now the VM, then the memory.
         drop(vm);
         drop(mem);
@@ -482,6 +529,8 @@ impl Vm {
                 .collect(),
             unassigned_pio: (pio.unassigned_reads, pio.unassigned_writes),
             unassigned_mmio: (mmio.unassigned_reads, mmio.unassigned_writes),
+            rss_kib,
+            guest_resident_kib,
         }
     }
 }

@@ -16,6 +16,9 @@ pub fn criterion() -> Criterion {
         .measurement_time(Duration::from_millis(2500))
         .sample_size(50)
         .nresamples(20_000)
+        // Criterion would ask `cargo metadata`, which fails while another crate's manifest
+        // is mid-edit; resolve the directory ourselves (same rule, see `criterion_home`).
+        .output_directory(&criterion_home())
         .configure_from_args()
 }
 

@@ -1,0 +1,548 @@
+//! Guest-physical -> host-virtual lookup: the RCU `RamList` against the designs it replaces.
+//!
+//! Every variant translates a stream of guest addresses (4096 precomputed, cycled) to host
+//! addresses and folds them into a local sink, so they all pay the same loop overhead.
+//! Blocks are 64 KiB, one every 1 MiB. Variants:
+//!
+//! - `floor-bsearch`: unsynchronized binary search over a plain slice (the floor);
+//! - `floor-mru`: the same with a local MRU index checked first (the floor for a hint);
+//! - `rcu-qsbr`: `RamList::host_addr` from a QSBR thread with its own `MruHint`
+//!   (quiescent state every 256 lookups), what a vCPU does;
+//! - `rcu-guard`: the same with a `read_lock()` guard per lookup (non-vCPU readers);
+//! - `rcu-shared-hint`: one MRU index shared by all readers (QEMU's `mru_block`);
+//! - `mutex-walk`: a `std::sync::Mutex` around a linear walk (QEMU before RCU);
+//! - `rwlock-bsearch`: a parking_lot `RwLock` read lock plus binary search;
+//! - `vm-memory-atomic`: `GuestMemoryAtomic::memory()` + `get_host_address`.
+//!
+//! Patterns: `mru` (every lookup in one block), `uniform` (uniformly random block),
+//! `hot90` (90% in one block, 10% uniform). With 2 threads the second thread runs the same
+//! variant on its own address stream (its hot block differs from the first thread's) and the
+//! time is the first thread's. `-writer` scenarios add a thread that replaces a random block
+//! 1000 times a second (not for the floors, which are unsynchronized).
+//!
+//! Results: `cargo run --release -p memory --example lookup_report` reads
+//! `target/criterion/lookup-*` and writes `memory/benches/lookup.md` and `lookup.svg`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use memory::{BlockFlags, MruHint, RamBlock, RamList};
+use parking_lot::RwLock;
+use rcu::Rcu;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend};
+use vm_memory::{GuestMemoryMmap, GuestRegionMmap};
+
+const BLOCK: u64 = 64 * 1024;
+const STRIDE: u64 = 1 << 20;
+const ADDRS: usize = 4096;
+const QS_EVERY: usize = 256;
+
+fn block_gpa(i: usize) -> u64 {
+    STRIDE * (i as u64 + 1)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    start: u64,
+    size: u64,
+    host: usize,
+}
+
+#[inline(always)]
+fn bsearch(t: &[Entry], gpa: u64) -> Option<usize> {
+    let n = t.partition_point(|e| e.start <= gpa);
+    let i = n.checked_sub(1)?;
+    let e = t.get(i)?;
+    (gpa.wrapping_sub(e.start) < e.size).then_some(i)
+}
+
+#[inline(always)]
+fn host_of(t: &[Entry], i: usize, gpa: u64) -> usize {
+    t.get(i).map_or(0, |e| {
+        e.host.wrapping_add(gpa.wrapping_sub(e.start) as usize)
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Variant {
+    FloorBsearch,
+    FloorMru,
+    RcuQsbr,
+    RcuGuard,
+    RcuSharedHint,
+    MutexWalk,
+    RwLockBsearch,
+    VmMemoryAtomic,
+}
+
+const ALL: [Variant; 8] = [
+    Variant::FloorBsearch,
+    Variant::FloorMru,
+    Variant::RcuQsbr,
+    Variant::RcuGuard,
+    Variant::RcuSharedHint,
+    Variant::MutexWalk,
+    Variant::RwLockBsearch,
+    Variant::VmMemoryAtomic,
+];
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::FloorBsearch => "floor-bsearch",
+            Variant::FloorMru => "floor-mru",
+            Variant::RcuQsbr => "rcu-qsbr",
+            Variant::RcuGuard => "rcu-guard",
+            Variant::RcuSharedHint => "rcu-shared-hint",
+            Variant::MutexWalk => "mutex-walk",
+            Variant::RwLockBsearch => "rwlock-bsearch",
+            Variant::VmMemoryAtomic => "vm-memory-atomic",
+        }
+    }
+
+    fn synchronized(self) -> bool {
+        !matches!(self, Variant::FloorBsearch | Variant::FloorMru)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pattern {
+    Mru,
+    Uniform,
+    Hot90,
+}
+
+impl Pattern {
+    fn name(self) -> &'static str {
+        match self {
+            Pattern::Mru => "mru",
+            Pattern::Uniform => "uniform",
+            Pattern::Hot90 => "hot90",
+        }
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The address stream of thread `t`.
+fn addresses(p: Pattern, nblocks: usize, t: usize) -> Box<[u64; ADDRS]> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) << 32) ^ nblocks as u64);
+    let hot = (nblocks / 2 + t) % nblocks;
+    let mut out = Box::new([0u64; ADDRS]);
+    for a in out.iter_mut() {
+        let b = match p {
+            Pattern::Mru => hot,
+            Pattern::Uniform => rng.below(nblocks as u64) as usize,
+            Pattern::Hot90 => {
+                if rng.below(10) < 9 {
+                    hot
+                } else {
+                    rng.below(nblocks as u64) as usize
+                }
+            }
+        };
+        *a = block_gpa(b) + rng.below(BLOCK);
+    }
+    out
+}
+
+/// One instance of every data structure, for `nblocks` blocks.
+struct Setup {
+    nblocks: usize,
+    rcu: Rcu,
+    ram: RamList,
+    table: Vec<Entry>,
+    mutex: Mutex<Vec<Entry>>,
+    rwlock: RwLock<Vec<Entry>>,
+    gma: GuestMemoryAtomic<GuestMemoryMmap<()>>,
+    /// Keeps the host memory behind `table`, `mutex` and `rwlock` mapped; the writer swaps
+    /// blocks here.
+    backing: Mutex<Vec<RamBlock>>,
+}
+
+fn entry(b: &RamBlock) -> Entry {
+    Entry {
+        start: b.gpa(),
+        size: b.size(),
+        host: b.host_ptr() as usize,
+    }
+}
+
+fn new_block(i: usize, gen: u64) -> RamBlock {
+    RamBlock::new(
+        format!("b{i}.{gen}"),
+        block_gpa(i),
+        BLOCK,
+        BlockFlags::empty(),
+    )
+    .unwrap()
+}
+
+impl Setup {
+    fn new(nblocks: usize) -> Setup {
+        let rcu = Rcu::new();
+        let ram = RamList::new(&rcu);
+        let mut backing = Vec::new();
+        let mut regions = Vec::new();
+        for i in 0..nblocks {
+            ram.add(new_block(i, 0)).unwrap();
+            backing.push(new_block(i, 0));
+            regions.push(
+                GuestRegionMmap::from_range(GuestAddress(block_gpa(i)), BLOCK as usize, None)
+                    .unwrap(),
+            );
+        }
+        let table: Vec<Entry> = backing.iter().map(entry).collect();
+        Setup {
+            nblocks,
+            rcu,
+            ram,
+            mutex: Mutex::new(table.clone()),
+            rwlock: RwLock::new(table.clone()),
+            table,
+            gma: GuestMemoryAtomic::new(GuestMemoryMmap::from_regions(regions).unwrap()),
+            backing: Mutex::new(backing),
+        }
+    }
+
+    /// Replaces block `i` in the structure `v` uses (one writer operation).
+    fn replace(&self, v: Variant, i: usize, gen: u64) {
+        match v {
+            Variant::RcuQsbr | Variant::RcuGuard | Variant::RcuSharedHint => {
+                let old = self
+                    .ram
+                    .snapshot_owned()
+                    .blocks()
+                    .iter()
+                    .find(|b| b.gpa() == block_gpa(i))
+                    .map(|b| b.id())
+                    .unwrap();
+                self.ram.replace(old, new_block(i, gen)).unwrap();
+            }
+            Variant::MutexWalk | Variant::RwLockBsearch => {
+                let nb = new_block(i, gen);
+                let e = entry(&nb);
+                if v == Variant::MutexWalk {
+                    self.mutex.lock().unwrap()[i] = e;
+                } else {
+                    self.rwlock.write()[i] = e;
+                }
+                // Readers only compute addresses, they never dereference them: the old
+                // mapping can go as soon as no reader can load the old entry.
+                let old = std::mem::replace(&mut self.backing.lock().unwrap()[i], nb);
+                drop(old);
+            }
+            Variant::VmMemoryAtomic => {
+                let cur = self.gma.memory();
+                let (m, _old) = cur
+                    .remove_region(GuestAddress(block_gpa(i)), BLOCK)
+                    .unwrap();
+                let r =
+                    GuestRegionMmap::from_range(GuestAddress(block_gpa(i)), BLOCK as usize, None)
+                        .unwrap();
+                let m = m.insert_region(Arc::new(r)).unwrap();
+                self.gma.lock().unwrap().replace(m);
+            }
+            Variant::FloorBsearch | Variant::FloorMru => unreachable!("unsynchronized"),
+        }
+    }
+
+    /// `iters` lookups of variant `v` over `addrs`; returns the time they took.
+    fn run(&self, v: Variant, addrs: &[u64; ADDRS], iters: u64) -> Duration {
+        let addrs = black_box(addrs);
+        let mask = ADDRS - 1;
+        let mut sink = 0usize;
+        let iters = iters as usize;
+        let elapsed = match v {
+            Variant::FloorBsearch => {
+                let t = black_box(&self.table[..]);
+                let start = Instant::now();
+                for i in 0..iters {
+                    let gpa = addrs[i & mask];
+                    if let Some(j) = bsearch(t, gpa) {
+                        sink = sink.wrapping_add(host_of(t, j, gpa));
+                    }
+                }
+                start.elapsed()
+            }
+            Variant::FloorMru => {
+                let t = black_box(&self.table[..]);
+                let mut hint = 0usize;
+                let start = Instant::now();
+                for i in 0..iters {
+                    let gpa = addrs[i & mask];
+                    let hit = t
+                        .get(hint)
+                        .is_some_and(|e| gpa.wrapping_sub(e.start) < e.size);
+                    if !hit {
+                        match bsearch(t, gpa) {
+                            Some(j) => hint = j,
+                            None => continue,
+                        }
+                    }
+                    sink = sink.wrapping_add(host_of(t, hint, gpa));
+                }
+                start.elapsed()
+            }
+            Variant::RcuQsbr => {
+                let mut me = self.rcu.register_qsbr();
+                let mut hint = MruHint::new();
+                let start = Instant::now();
+                let mut i = 0;
+                while i < iters {
+                    let end = (i + QS_EVERY).min(iters);
+                    while i < end {
+                        let gpa = addrs[i & mask];
+                        if let Some(h) = self.ram.host_addr(&me, &mut hint, gpa) {
+                            sink = sink.wrapping_add(h as usize);
+                        }
+                        i += 1;
+                    }
+                    me.quiescent_state();
+                }
+                let e = start.elapsed();
+                black_box(hint);
+                e
+            }
+            Variant::RcuGuard => {
+                let mut hint = MruHint::new();
+                let start = Instant::now();
+                for i in 0..iters {
+                    let gpa = addrs[i & mask];
+                    let g = self.rcu.read_lock();
+                    if let Some(h) = self.ram.host_addr(&g, &mut hint, gpa) {
+                        sink = sink.wrapping_add(h as usize);
+                    }
+                }
+                start.elapsed()
+            }
+            Variant::RcuSharedHint => {
+                let mut me = self.rcu.register_qsbr();
+                let start = Instant::now();
+                let mut i = 0;
+                while i < iters {
+                    let end = (i + QS_EVERY).min(iters);
+                    while i < end {
+                        let gpa = addrs[i & mask];
+                        if let Some(h) = self.ram.host_addr_shared_hint(&me, gpa) {
+                            sink = sink.wrapping_add(h as usize);
+                        }
+                        i += 1;
+                    }
+                    me.quiescent_state();
+                }
+                start.elapsed()
+            }
+            Variant::MutexWalk => {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let gpa = addrs[i & mask];
+                    let t = self.mutex.lock().unwrap();
+                    if let Some(e) = t.iter().find(|e| gpa.wrapping_sub(e.start) < e.size) {
+                        sink = sink.wrapping_add(e.host + (gpa - e.start) as usize);
+                    }
+                }
+                start.elapsed()
+            }
+            Variant::RwLockBsearch => {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let gpa = addrs[i & mask];
+                    let t = self.rwlock.read();
+                    if let Some(j) = bsearch(&t, gpa) {
+                        sink = sink.wrapping_add(host_of(&t, j, gpa));
+                    }
+                }
+                start.elapsed()
+            }
+            Variant::VmMemoryAtomic => {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let gpa = addrs[i & mask];
+                    let m = self.gma.memory();
+                    if let Ok(h) = m.get_host_address(GuestAddress(gpa)) {
+                        sink = sink.wrapping_add(h as usize);
+                    }
+                }
+                start.elapsed()
+            }
+        };
+        black_box(sink);
+        elapsed
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    threads: usize,
+    nblocks: usize,
+    pattern: Pattern,
+    writer: bool,
+}
+
+impl Scenario {
+    fn name(&self) -> String {
+        format!(
+            "lookup-t{}-b{}-{}{}",
+            self.threads,
+            self.nblocks,
+            self.pattern.name(),
+            if self.writer { "-writer" } else { "" }
+        )
+    }
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let s = |threads, nblocks, pattern, writer| Scenario {
+        threads,
+        nblocks,
+        pattern,
+        writer,
+    };
+    use Pattern::*;
+    vec![
+        s(1, 1, Uniform, false),
+        s(1, 4, Mru, false),
+        s(1, 4, Uniform, false),
+        s(1, 4, Hot90, false),
+        s(1, 32, Mru, false),
+        s(1, 32, Uniform, false),
+        s(1, 32, Hot90, false),
+        s(2, 4, Uniform, false),
+        s(2, 32, Mru, false),
+        s(2, 32, Uniform, false),
+        s(2, 32, Hot90, false),
+        s(1, 32, Uniform, true),
+        s(2, 32, Uniform, true),
+        s(2, 32, Hot90, true),
+    ]
+}
+
+/// Background threads for a scenario: the second reader and/or the writer.
+struct Background {
+    stop: Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<()>>,
+    writes: Arc<AtomicUsize>,
+    started: Instant,
+}
+
+impl Background {
+    fn start(setup: &Arc<Setup>, sc: Scenario, v: Variant) -> Background {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for t in 1..sc.threads {
+            let (setup, stop) = (setup.clone(), stop.clone());
+            let addrs = addresses(sc.pattern, sc.nblocks, t);
+            handles.push(thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    setup.run(v, &addrs, 200_000);
+                }
+            }));
+        }
+        if sc.writer {
+            let (setup, stop, writes) = (setup.clone(), stop.clone(), writes.clone());
+            handles.push(thread::spawn(move || {
+                let mut rng = Rng(7);
+                let mut next = Instant::now();
+                let mut gen = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    let i = rng.below(setup.nblocks as u64) as usize;
+                    setup.replace(v, i, gen);
+                    gen += 1;
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    next += Duration::from_millis(1);
+                    let now = Instant::now();
+                    if next > now {
+                        thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            }));
+        }
+        // Let the background threads get going before measuring.
+        if !handles.is_empty() {
+            thread::sleep(Duration::from_millis(20));
+        }
+        Background {
+            stop,
+            handles,
+            writes,
+            started,
+        }
+    }
+
+    fn stop(self) -> Option<f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        let n = self.writes.load(Ordering::Relaxed);
+        (n > 0).then(|| n as f64 / self.started.elapsed().as_secs_f64())
+    }
+}
+
+fn bench_lookup(c: &mut Criterion) {
+    let mut setups: Vec<Arc<Setup>> = Vec::new();
+    for sc in scenarios() {
+        let setup = match setups.iter().find(|s| s.nblocks == sc.nblocks) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Setup::new(sc.nblocks));
+                setups.push(s.clone());
+                s
+            }
+        };
+        let addrs = addresses(sc.pattern, sc.nblocks, 0);
+        let mut group = c.benchmark_group(sc.name());
+        for v in ALL {
+            if sc.writer && !v.synchronized() {
+                continue;
+            }
+            let bg = Background::start(&setup, sc, v);
+            group.bench_function(v.name(), |b| {
+                b.iter_custom(|iters| setup.run(v, &addrs, iters))
+            });
+            if let Some(rate) = bg.stop() {
+                eprintln!("  ({} writer: {rate:.0} replacements/s)", v.name());
+            }
+        }
+        group.finish();
+        // Retired blocks of this scenario's writer are freed before the next one starts.
+        setup.rcu.rcu_barrier();
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1000))
+        .sample_size(20)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_lookup
+}
+criterion_main!(benches);

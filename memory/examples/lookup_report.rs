@@ -1,0 +1,269 @@
+//! Turns the `lookup` benchmark's criterion estimates into a markdown table (with ratios and
+//! the issue's targets) and an SVG bar chart.
+//!
+//! ```text
+//! cargo bench -p memory --bench lookup
+//! cargo run --release -p memory --example lookup_report [CRITERION_DIR]
+//! ```
+//!
+//! Reads `<CRITERION_DIR>/lookup-*/<variant>/new/estimates.json` (default: the workspace's
+//! `target/criterion`), uses each benchmark's median, and writes `memory/benches/lookup.md`
+//! and `memory/benches/lookup.svg` (and prints the markdown).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const VARIANTS: [&str; 8] = [
+    "floor-bsearch",
+    "floor-mru",
+    "rcu-qsbr",
+    "rcu-guard",
+    "rcu-shared-hint",
+    "mutex-walk",
+    "rwlock-bsearch",
+    "vm-memory-atomic",
+];
+
+const COLORS: [&str; 8] = [
+    "#9e9e9e", "#616161", "#1b5e20", "#66bb6a", "#f9a825", "#c62828", "#6a1b9a", "#1565c0",
+];
+
+/// scenario -> variant -> median ns
+type Results = BTreeMap<String, BTreeMap<String, f64>>;
+
+/// The `point_estimate` of `key` in a criterion estimates.json.
+fn estimate(json: &str, key: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{key}\""))?;
+    let rest = &json[at..];
+    let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let num: String = rest[p..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        .collect();
+    num.parse().ok()
+}
+
+fn read(dir: &Path) -> Results {
+    let mut out = Results::new();
+    let Ok(groups) = fs::read_dir(dir) else {
+        return out;
+    };
+    for g in groups.flatten() {
+        let name = g.file_name().to_string_lossy().into_owned();
+        let Some(scenario) = name.strip_prefix("lookup-") else {
+            continue;
+        };
+        for v in VARIANTS {
+            let f = g.path().join(v).join("new").join("estimates.json");
+            if let Some(ns) = fs::read_to_string(&f)
+                .ok()
+                .and_then(|j| estimate(&j, "median"))
+            {
+                out.entry(scenario.to_string())
+                    .or_default()
+                    .insert(v.to_string(), ns);
+            }
+        }
+    }
+    out
+}
+
+/// Scenarios in a readable order: threads, writer, blocks, pattern.
+fn order(r: &Results) -> Vec<String> {
+    let mut v: Vec<String> = r.keys().cloned().collect();
+    let key = |s: &String| {
+        let parts: Vec<&str> = s.split('-').collect();
+        let t: u32 = parts[0].trim_start_matches('t').parse().unwrap_or(0);
+        let b: u32 = parts
+            .get(1)
+            .and_then(|b| b.trim_start_matches('b').parse().ok())
+            .unwrap_or(0);
+        let p = match parts.get(2).copied() {
+            Some("mru") => 0,
+            Some("hot90") => 1,
+            _ => 2,
+        };
+        (s.ends_with("-writer"), t, b, p)
+    };
+    v.sort_by_key(key);
+    v
+}
+
+fn get(r: &Results, scenario: &str, variant: &str) -> Option<f64> {
+    r.get(scenario)?.get(variant).copied()
+}
+
+fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Median ns per lookup on the measuring thread; in parentheses the ratio to \
+         `floor-bsearch` of the same scenario (without the writer for `-writer` scenarios).\n"
+    );
+    let _ = writeln!(md, "| scenario | {} |", VARIANTS.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(VARIANTS.len()));
+    for s in order(r) {
+        let base = get(r, s.trim_end_matches("-writer"), "floor-bsearch");
+        let mut row = format!("| {s} |");
+        for v in VARIANTS {
+            match (get(r, &s, v), base) {
+                (Some(ns), Some(b)) => {
+                    let _ = write!(row, " {ns:.2} ({:.2}x) |", ns / b);
+                }
+                (Some(ns), None) => {
+                    let _ = write!(row, " {ns:.2} |");
+                }
+                (None, _) => row.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(md, "{row}");
+    }
+
+    let _ = writeln!(md, "\n### The issue's targets\n");
+    let _ = writeln!(md, "| target | measured | verdict |\n|---|---:|---|");
+    let mut check = |what: String, value: Option<f64>, ok: &dyn Fn(f64) -> bool| {
+        let (v, verdict) = match value {
+            Some(x) => (format!("{x:.2}"), if ok(x) { "met" } else { "NOT met" }),
+            None => ("–".into(), "not measured"),
+        };
+        let _ = writeln!(md, "| {what} | {v} | {verdict} |");
+    };
+    let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    for b in ["b4", "b32"] {
+        let sc = format!("t1-{b}-mru");
+        let rcu = get(r, &sc, "rcu-qsbr");
+        check(
+            format!("MRU hit ({sc}): rcu-qsbr / floor-mru <= 1.2"),
+            div(rcu, get(r, &sc, "floor-mru")),
+            &|x| x <= 1.2,
+        );
+        check(
+            format!("MRU hit ({sc}): vm-memory-atomic / rcu-qsbr >= 8"),
+            div(get(r, &sc, "vm-memory-atomic"), rcu),
+            &|x| x >= 8.0,
+        );
+        check(
+            format!("MRU hit ({sc}): mutex-walk / rcu-qsbr >= 8"),
+            div(get(r, &sc, "mutex-walk"), rcu),
+            &|x| x >= 8.0,
+        );
+    }
+    check(
+        "uniform over 32 (t1-b32-uniform): rcu-qsbr / floor-bsearch <= 1.3".into(),
+        div(
+            get(r, "t1-b32-uniform", "rcu-qsbr"),
+            get(r, "t1-b32-uniform", "floor-bsearch"),
+        ),
+        &|x| x <= 1.3,
+    );
+    check(
+        "2 threads + writer (t2-b32-uniform-writer) / 1 thread (t1-b32-uniform), rcu-qsbr <= 1.3"
+            .into(),
+        div(
+            get(r, "t2-b32-uniform-writer", "rcu-qsbr"),
+            get(r, "t1-b32-uniform", "rcu-qsbr"),
+        ),
+        &|x| x <= 1.3,
+    );
+    md
+}
+
+fn svg(r: &Results) -> String {
+    let scenarios = order(r);
+    let (left, right, bar, gap, top) = (230.0, 140.0, 11.0, 18.0, 60.0);
+    let plot_w = 620.0;
+    let (lo, hi) = (0.2f64, 500.0f64);
+    let x = |ns: f64| left + plot_w * ((ns.clamp(lo, hi) / lo).ln() / (hi / lo).ln());
+    let rows: usize = scenarios.iter().map(|s| r[s].len()).sum();
+    let height = top + rows as f64 * bar + scenarios.len() as f64 * gap + 40.0;
+    let width = left + plot_w + right;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="10">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{left}" y="18" font-size="13" font-weight="bold">gpa -> hva lookup, ns per lookup on the measuring thread (median, log scale)</text>"#
+    );
+    for (i, v) in VARIANTS.iter().enumerate() {
+        let lx = left + (i % 4) as f64 * 150.0;
+        let ly = 30.0 + (i / 4) as f64 * 13.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="{}" width="10" height="9" fill="{}"/><text x="{}" y="{}">{v}</text>"#,
+            ly - 8.0,
+            COLORS[i],
+            lx + 14.0,
+            ly
+        );
+    }
+    for t in [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0] {
+        let gx = x(t);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{gx:.1}" y1="{}" x2="{gx:.1}" y2="{}" stroke="#ddd"/><text x="{gx:.1}" y="{}" text-anchor="middle" fill="#555">{t}</text>"##,
+            top - 6.0,
+            height - 30.0,
+            height - 18.0
+        );
+    }
+    let mut y = top;
+    for sc in &scenarios {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end" font-weight="bold">{sc}</text>"#,
+            left - 8.0,
+            y + 9.0
+        );
+        for (i, v) in VARIANTS.iter().enumerate() {
+            let Some(ns) = get(r, sc, v) else { continue };
+            let w = (x(ns) - left).max(1.0);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{left}" y="{y:.1}" width="{w:.1}" height="{}" fill="{}"><title>{sc} {v}: {ns:.2} ns</title></rect><text x="{:.1}" y="{:.1}">{ns:.2}</text>"#,
+                bar - 1.0,
+                COLORS[i],
+                left + w + 3.0,
+                y + bar - 2.5
+            );
+            y += bar;
+        }
+        y += gap;
+    }
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+fn main() {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| manifest.join("..").join("target"))
+                .join("criterion")
+        });
+    let r = read(&dir);
+    if r.is_empty() {
+        eprintln!(
+            "no lookup-* results under {}; run `cargo bench -p memory --bench lookup` first",
+            dir.display()
+        );
+        std::process::exit(1);
+    }
+    let md = markdown(&r);
+    print!("{md}");
+    let benches = manifest.join("benches");
+    fs::write(benches.join("lookup.md"), &md).expect("write lookup.md");
+    fs::write(benches.join("lookup.svg"), svg(&r)).expect("write lookup.svg");
+    eprintln!(
+        "wrote {} and lookup.svg",
+        benches.join("lookup.md").display()
+    );
+}

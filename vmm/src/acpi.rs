@@ -1,0 +1,344 @@
+//! A minimal ACPI for SMP Linux guests: RSDP (revision 2), XSDT, a hardware-reduced FADT, an
+//! empty DSDT and the MADT (local APICs, the IOAPIC, interrupt overrides, LINT1 as NMI).
+//!
+//! Debian's cloud kernel has no MP-table parser, so without a MADT it sees one CPU and no
+//! IOAPIC. The tables go in the BIOS area at [`ACPI_START`] (reserved in the e820 map), where
+//! Linux's legacy scan of 0xE0000..0xFFFFF finds the RSDP on its 16-byte boundary; the boot
+//! path also passes [`RSDP_ADDR`] in `boot_params.acpi_rsdp_addr` (protocol 2.14).
+
+use crate::layout::{EBDA, HIGH_MEM, IOAPIC, LAPIC};
+
+/// Where the tables start: the BIOS read-only area, above the MP table in the EBDA.
+pub const ACPI_START: u64 = 0xe_0000;
+/// The RSDP's address (the first table).
+pub const RSDP_ADDR: u64 = ACPI_START;
+/// The end of the area the tables may use (the legacy RSDP scan covers up to 1 MiB).
+pub const ACPI_END: u64 = HIGH_MEM;
+
+/// The GSI the i8254 PIT's IRQ 0 arrives on. KVM's default IRQ routing (this VMM does not
+/// call `KVM_SET_GSI_ROUTING`) connects GSI n to IOAPIC pin n and the PIT raises GSI 0, so
+/// IRQ 0 is identity-mapped and needs no override. (QEMU installs its own routing that moves
+/// it to pin 2, which is why its tables carry a 0 -> 2 override.) Change this together with
+/// the routing; a value other than 0 adds the override entry.
+pub const PIT_GSI: u32 = 0;
+/// The SCI's IRQ (unused on a hardware-reduced platform, but named as on PCs).
+pub const SCI_IRQ: u8 = 9;
+
+const OEM_ID: &[u8; 6] = b"RVMM  ";
+const OEM_TABLE_ID: &[u8; 8] = b"RVMMACPI";
+const CREATOR_ID: &[u8; 4] = b"RVMM";
+
+/// MADT entry types.
+pub mod madt {
+    /// Processor local APIC.
+    pub const LOCAL_APIC: u8 = 0;
+    /// I/O APIC.
+    pub const IO_APIC: u8 = 1;
+    /// Interrupt source override.
+    pub const INT_SRC_OVERRIDE: u8 = 2;
+    /// Local APIC NMI.
+    pub const LOCAL_APIC_NMI: u8 = 4;
+}
+
+/// FADT flag: the platform is hardware-reduced (no PM timer, no fixed registers, no SCI).
+pub const FADT_HW_REDUCED_ACPI: u32 = 1 << 20;
+/// FADT flag: RESET_REG is supported.
+pub const FADT_RESET_REG_SUP: u32 = 1 << 10;
+/// IAPC_BOOT_ARCH: an 8042 keyboard controller is present (the VMM's i8042, for reset).
+pub const BOOT_ARCH_8042: u16 = 1 << 1;
+/// IAPC_BOOT_ARCH: do not probe for VGA.
+pub const BOOT_ARCH_NO_VGA: u16 = 1 << 2;
+/// IAPC_BOOT_ARCH: there is no CMOS RTC.
+pub const BOOT_ARCH_NO_CMOS_RTC: u16 = 1 << 5;
+
+/// The tables, ready to be written into guest memory.
+#[derive(Clone, Debug)]
+pub struct AcpiTables {
+    /// (guest-physical address, bytes) of each table, in address order: RSDP, XSDT, FADT,
+    /// DSDT, MADT.
+    pub regions: Vec<(u64, Vec<u8>)>,
+    /// Where the RSDP is (for `boot_params.acpi_rsdp_addr`).
+    pub rsdp_addr: u64,
+}
+
+/// The byte that makes `bytes` sum to zero (mod 256).
+pub fn checksum(bytes: &[u8]) -> u8 {
+    sum(bytes).wrapping_neg()
+}
+
+/// The sum of `bytes` mod 256 (0 for a valid table).
+pub fn sum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b))
+}
+
+/// A system description table: the 36-byte header, `body`, length and checksum filled in.
+fn sdt(signature: &[u8; 4], revision: u8, body: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(36 + body.len());
+    t.extend_from_slice(signature);
+    t.extend_from_slice(&((36 + body.len()) as u32).to_le_bytes());
+    t.push(revision);
+    t.push(0); // checksum, below
+    t.extend_from_slice(OEM_ID);
+    t.extend_from_slice(OEM_TABLE_ID);
+    t.extend_from_slice(&1u32.to_le_bytes()); // OEM revision
+    t.extend_from_slice(CREATOR_ID);
+    t.extend_from_slice(&1u32.to_le_bytes()); // creator revision
+    t.extend_from_slice(body);
+    t[9] = checksum(&t);
+    t
+}
+
+/// The MADT for `cpus` CPUs: a local APIC per CPU (APIC ID = CPU number), the IOAPIC (ID
+/// `cpus`, as in the MP table) with GSI base 0, the overrides, and LINT1 = NMI on all CPUs.
+fn madt(cpus: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(LAPIC as u32).to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT: 8259s are present (KVM's)
+    for id in 0..cpus {
+        // type, length, ACPI processor UID, APIC ID, flags (enabled)
+        b.extend_from_slice(&[madt::LOCAL_APIC, 8, id, id]);
+        b.extend_from_slice(&1u32.to_le_bytes());
+    }
+    b.extend_from_slice(&[madt::IO_APIC, 12, cpus, 0]);
+    b.extend_from_slice(&(IOAPIC as u32).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes()); // GSI base
+    let mut iso = |irq: u8, gsi: u32, flags: u16| {
+        b.extend_from_slice(&[madt::INT_SRC_OVERRIDE, 10, 0 /* ISA */, irq]);
+        b.extend_from_slice(&gsi.to_le_bytes());
+        b.extend_from_slice(&flags.to_le_bytes());
+    };
+    if PIT_GSI != 0 {
+        // Conforming polarity and trigger (ISA: edge, active high).
+        iso(0, PIT_GSI, 0);
+    }
+    // The SCI: level-triggered, active high, as on PCs.
+    iso(SCI_IRQ, SCI_IRQ as u32, 0x000d);
+    // NMI on LINT1 of every processor (UID 0xff), edge, active high.
+    b.extend_from_slice(&[madt::LOCAL_APIC_NMI, 6, 0xff]);
+    b.extend_from_slice(&0x0005u16.to_le_bytes());
+    b.push(1);
+    sdt(b"APIC", 5, &b)
+}
+
+/// A generic address structure: system I/O `port`, byte access.
+fn gas_io_byte(port: u64) -> [u8; 12] {
+    let mut g = [0u8; 12];
+    g[0] = 1; // system I/O space
+    g[1] = 8; // register bit width
+    g[2] = 0; // bit offset
+    g[3] = 1; // access size: byte
+    g[4..12].copy_from_slice(&port.to_le_bytes());
+    g
+}
+
+/// A hardware-reduced FADT (ACPI 6.5, 276 bytes) pointing at the DSDT through X_DSDT, with the
+/// reset register on the i8042's port 0x64 (value 0xFE, as the VMM's i8042 implements).
+fn fadt(dsdt: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 276 - 36];
+    let at = |off: usize| off - 36; // offsets below are from the table's start
+    b[at(45)] = 0; // preferred PM profile: unspecified
+    b[at(46)..at(48)].copy_from_slice(&(SCI_IRQ as u16).to_le_bytes());
+    let boot_arch = BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS_RTC;
+    b[at(109)..at(111)].copy_from_slice(&boot_arch.to_le_bytes());
+    let flags = FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP;
+    b[at(112)..at(116)].copy_from_slice(&flags.to_le_bytes());
+    b[at(116)..at(128)].copy_from_slice(&gas_io_byte(0x64));
+    b[at(128)] = 0xfe; // reset value
+    b[at(131)] = 5; // FADT minor version: 6.5
+    b[at(140)..at(148)].copy_from_slice(&dsdt.to_le_bytes()); // X_DSDT (DSDT stays 0)
+    b[at(268)..at(276)].copy_from_slice(b"RVMMKVM\0"); // hypervisor vendor identity
+    sdt(b"FACP", 6, &b)
+}
+
+/// RSDP revision 2 (ACPI 2.0+): no RSDT, the XSDT's 64-bit address.
+fn rsdp(xsdt: u64) -> Vec<u8> {
+    let mut r = vec![0u8; 36];
+    r[0..8].copy_from_slice(b"RSD PTR ");
+    r[9..15].copy_from_slice(OEM_ID);
+    r[15] = 2; // revision
+    r[16..20].copy_from_slice(&0u32.to_le_bytes()); // RSDT address: none
+    r[20..24].copy_from_slice(&36u32.to_le_bytes()); // length
+    r[24..32].copy_from_slice(&xsdt.to_le_bytes());
+    r[8] = checksum(&r[..20]);
+    r[32] = checksum(&r);
+    r
+}
+
+/// Builds the tables for `cpus` vCPUs at their fixed addresses from [`ACPI_START`], each on
+/// a 16-byte boundary.
+pub fn build(cpus: u8) -> AcpiTables {
+    let align = |a: u64| a.next_multiple_of(16);
+    let rsdp_addr = RSDP_ADDR;
+    let xsdt_addr = align(rsdp_addr + 36);
+    // The XSDT holds two pointers: the FADT and the MADT.
+    let fadt_addr = align(xsdt_addr + 36 + 2 * 8);
+    let dsdt_addr = align(fadt_addr + 276);
+    let dsdt = sdt(b"DSDT", 2, &[]);
+    let madt_addr = align(dsdt_addr + dsdt.len() as u64);
+
+    let mut xsdt_body = Vec::new();
+    xsdt_body.extend_from_slice(&fadt_addr.to_le_bytes());
+    xsdt_body.extend_from_slice(&madt_addr.to_le_bytes());
+    let xsdt = sdt(b"XSDT", 1, &xsdt_body);
+    let madt = madt(cpus);
+    debug_assert!(madt_addr + madt.len() as u64 <= ACPI_END);
+    AcpiTables {
+        regions: vec![
+            (rsdp_addr, rsdp(xsdt_addr)),
+            (xsdt_addr, xsdt),
+            (fadt_addr, fadt(dsdt_addr)),
+            (dsdt_addr, dsdt),
+            (madt_addr, madt),
+        ],
+        rsdp_addr,
+    }
+}
+
+/// The largest MP table [`crate::mptable::build`] writes at the EBDA (254 CPUs): the ACPI
+/// tables must start above it.
+pub fn mptable_end_max() -> u64 {
+    EBDA + crate::mptable::build(254).len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
+    /// The tables placed into a flat image of 0..1 MiB, as the guest would see them.
+    fn image(t: &AcpiTables) -> Vec<u8> {
+        let mut mem = vec![0u8; HIGH_MEM as usize];
+        for (gpa, bytes) in &t.regions {
+            let g = *gpa as usize;
+            assert!(
+                mem[g..g + bytes.len()].iter().all(|&b| b == 0),
+                "overlap at {g:#x}"
+            );
+            mem[g..g + bytes.len()].copy_from_slice(bytes);
+        }
+        mem
+    }
+
+    /// Finds a table through the header at `addr`, checks its length and checksum.
+    fn table<'a>(mem: &'a [u8], addr: u64, sig: &[u8; 4]) -> &'a [u8] {
+        let a = addr as usize;
+        assert_eq!(&mem[a..a + 4], sig, "signature at {addr:#x}");
+        let len = u32_at(mem, a + 4) as usize;
+        let t = &mem[a..a + len];
+        assert_eq!(sum(t), 0, "{} checksum", String::from_utf8_lossy(sig));
+        t
+    }
+
+    /// Walks the tables the way a guest does: scan for the RSDP, follow the pointers.
+    fn walk(cpus: u8) {
+        let t = build(cpus);
+        let mem = image(&t);
+        let found: Vec<u64> = (0xe_0000..0x10_0000u64)
+            .step_by(16)
+            .filter(|&a| &mem[a as usize..a as usize + 8] == b"RSD PTR ")
+            .collect();
+        assert_eq!(found, vec![t.rsdp_addr]);
+        let r = &mem[t.rsdp_addr as usize..t.rsdp_addr as usize + 36];
+        assert_eq!(sum(&r[..20]), 0, "RSDP v1 checksum");
+        assert_eq!(sum(r), 0, "RSDP extended checksum");
+        assert_eq!(r[15], 2);
+        assert_eq!(u32_at(r, 20), 36);
+
+        let xsdt = table(&mem, u64_at(r, 24), b"XSDT");
+        let ptrs: Vec<u64> = xsdt[36..].chunks(8).map(|c| u64_at(c, 0)).collect();
+        assert_eq!(ptrs.len(), 2);
+        let fadt = table(&mem, ptrs[0], b"FACP");
+        assert_eq!(fadt.len(), 276);
+        assert_eq!(fadt[8], 6, "FADT revision");
+        assert_ne!(u32_at(fadt, 112) & FADT_HW_REDUCED_ACPI, 0);
+        assert_eq!(u32_at(fadt, 40), 0, "32-bit DSDT pointer unused");
+        let dsdt = table(&mem, u64_at(fadt, 140), b"DSDT");
+        assert_eq!(dsdt.len(), 36);
+
+        let madt = table(&mem, ptrs[1], b"APIC");
+        assert_eq!(u32_at(madt, 36) as u64, LAPIC);
+        let mut counts = [0usize; 16];
+        let mut apic_ids = Vec::new();
+        let mut off = 44;
+        while off < madt.len() {
+            let (ty, len) = (madt[off], madt[off + 1] as usize);
+            assert!(len >= 2 && off + len <= madt.len(), "entry at {off}");
+            counts[ty as usize] += 1;
+            match ty {
+                madt::LOCAL_APIC => {
+                    assert_eq!(len, 8);
+                    assert_eq!(u32_at(madt, off + 4) & 1, 1, "enabled");
+                    apic_ids.push(madt[off + 3]);
+                }
+                madt::IO_APIC => {
+                    assert_eq!(len, 12);
+                    assert_eq!(madt[off + 2], cpus, "IOAPIC id");
+                    assert_eq!(u32_at(madt, off + 4) as u64, IOAPIC);
+                    assert_eq!(u32_at(madt, off + 8), 0, "GSI base");
+                }
+                madt::INT_SRC_OVERRIDE => assert_eq!(len, 10),
+                madt::LOCAL_APIC_NMI => {
+                    assert_eq!(len, 6);
+                    assert_eq!((madt[off + 2], madt[off + 5]), (0xff, 1), "all CPUs, LINT1");
+                }
+                other => panic!("unexpected MADT entry type {other}"),
+            }
+            off += len;
+        }
+        assert_eq!(off, madt.len());
+        assert_eq!(counts[madt::LOCAL_APIC as usize], cpus as usize);
+        assert_eq!(apic_ids, (0..cpus).collect::<Vec<_>>());
+        assert_eq!(counts[madt::IO_APIC as usize], 1);
+        assert_eq!(
+            counts[madt::INT_SRC_OVERRIDE as usize],
+            1 + usize::from(PIT_GSI != 0)
+        );
+        assert_eq!(counts[madt::LOCAL_APIC_NMI as usize], 1);
+    }
+
+    #[test]
+    fn tables_have_valid_checksums_and_madt_counts() {
+        for cpus in [1u8, 2, 8, 254] {
+            walk(cpus);
+        }
+    }
+
+    #[test]
+    fn every_table_checksum_is_valid_and_catches_a_flipped_byte() {
+        let t = build(2);
+        for (gpa, bytes) in &t.regions {
+            assert_eq!(gpa % 16, 0);
+            let good = if bytes.starts_with(b"RSD PTR ") {
+                sum(&bytes[..20]) == 0 && sum(bytes) == 0
+            } else {
+                sum(bytes) == 0
+            };
+            assert!(good, "table at {gpa:#x}");
+            let mut bad = bytes.clone();
+            bad[bytes.len() - 1] ^= 0x40;
+            assert_ne!(sum(&bad), 0);
+        }
+    }
+
+    #[test]
+    fn tables_fit_between_the_mp_table_and_1_mib() {
+        assert!(mptable_end_max() <= ACPI_START);
+        let t = build(254);
+        let (last, bytes) = t.regions.last().unwrap();
+        assert!(last + bytes.len() as u64 <= ACPI_END);
+        // Inside the area the e820 map reserves (EBDA..1 MiB).
+        let e820 = crate::boot::e820_map(256 << 20);
+        let reserved = e820
+            .iter()
+            .find(|e| e.r#type == crate::boot::E820_RESERVED)
+            .unwrap();
+        let (a, s) = (reserved.addr, reserved.size);
+        assert!(a <= ACPI_START && last + bytes.len() as u64 <= a + s);
+    }
+}
