@@ -67,6 +67,36 @@
 //! far has run, so all handler closures have been dropped when it returns. SIGINT and SIGTERM
 //! arrive through a signalfd registered as an ordinary fd handler ([`signals`]).
 
+//!
+//! # Example
+//!
+//! ```
+//! use iohandler::MainLoop;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! let mut ml = MainLoop::new()?;
+//! let h = ml.handle();
+//! let ticks = Arc::new(AtomicUsize::new(0));
+//! let t2 = ticks.clone();
+//! let h2 = h.clone();
+//! // A periodic timer that stops the loop on its third tick (callbacks hold the BQL).
+//! let timer = h.timer(move || {
+//!     assert!(h2.bql().held_by_current_thread());
+//!     if t2.fetch_add(1, Ordering::Relaxed) == 2 {
+//!         h2.quit();
+//!     }
+//! });
+//! timer.arm_periodic(Duration::from_millis(1));
+//! // Another thread (a vCPU, the control socket) hands work to the loop.
+//! let h3 = h.clone();
+//! std::thread::spawn(move || h3.call_soon(|| println!("on the loop, under the BQL")));
+//! ml.run()?; // returns after quit(), with every handler dropped
+//! assert_eq!(ticks.load(Ordering::Relaxed), 3);
+//! # Ok::<(), iohandler::Error>(())
+//! ```
+
 #![warn(missing_docs)]
 
 #[cfg(not(loom))]

@@ -121,16 +121,28 @@ impl Shared {
         }
     }
 
+    /// Runs `f` on the writers' state.
+    ///
+    /// Inside a read-side section of the domain: retiring a record calls `call_rcu` (the index
+    /// cell, the list node), and `call_rcu` may block a caller that is not a reader when the
+    /// queue is above its high-water mark. Blocking there, while holding the writers' mutex or
+    /// the list's writer lock, could deadlock with a loop callback that registers a handler
+    /// (it would wait for the lock, online, and the reclamation thread would wait for it).
+    /// Readers never block in `call_rcu`, and this section never waits for anything but those
+    /// two short locks.
+    fn with_writers<R>(&self, f: impl FnOnce(&Registrar<'_>, &mut FdState) -> R) -> R {
+        let _reader = self.rcu.read_lock();
+        let mut st = self.fds.lock();
+        f(&self.registrar(), &mut st)
+    }
+
     fn set_fd_handler(
         &self,
         fd: RawFd,
         read: Option<Callback>,
         write: Option<Callback>,
     ) -> Result<()> {
-        let old = {
-            let mut st = self.fds.lock();
-            self.registrar().set(&mut st, fd, read, write)?
-        };
+        let old = self.with_writers(|reg, st| reg.set(st, fd, read, write))?;
         // Outside the writers' mutex: the call we may wait for may itself (un)register.
         self.wait_removed(old);
         Ok(())
@@ -138,26 +150,24 @@ impl Shared {
 
     /// Removes the handler `token` of `fd` if it is still the registered one.
     fn remove_token(&self, fd: RawFd, token: u64) {
-        let old = {
-            let mut st = self.fds.lock();
+        let old = self.with_writers(|reg, st| {
             if st.by_fd.get(&fd).is_some_and(|e| e.handler.token == token) {
-                self.registrar().set(&mut st, fd, None, None).ok().flatten()
+                reg.set(st, fd, None, None).ok().flatten()
             } else {
                 None
             }
-        };
+        });
         self.wait_removed(old);
     }
 
     /// Removes every handler, drops queued bottom halves and disarms every timer.
     fn clear_all(&self) {
-        let olds: Vec<Arc<Handler>> = {
-            let mut st = self.fds.lock();
+        let olds: Vec<Arc<Handler>> = self.with_writers(|reg, st| {
             let fds: Vec<RawFd> = st.by_fd.keys().copied().collect();
             fds.into_iter()
-                .filter_map(|fd| self.registrar().set(&mut st, fd, None, None).ok().flatten())
+                .filter_map(|fd| reg.set(st, fd, None, None).ok().flatten())
                 .collect()
-        };
+        });
         for old in olds {
             self.wait_removed(Some(old));
         }
@@ -279,14 +289,9 @@ impl LoopHandle {
     /// Removes the handler of `fd` (same guarantees as [`set_fd_handler`](Self::set_fd_handler)
     /// with no callbacks). Returns whether there was one.
     pub fn remove_fd_handler(&self, fd: RawFd) -> bool {
-        let old = {
-            let mut st = self.shared.fds.lock();
-            self.shared
-                .registrar()
-                .set(&mut st, fd, None, None)
-                .ok()
-                .flatten()
-        };
+        let old = self
+            .shared
+            .with_writers(|reg, st| reg.set(st, fd, None, None).ok().flatten());
         let had = old.is_some();
         self.shared.wait_removed(old);
         had

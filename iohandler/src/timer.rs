@@ -146,8 +146,9 @@ impl Timer {
                 },
             )
         };
-        if earliest {
-            // The loop may be asleep with a later timeout.
+        if earliest && self.shared.loop_thread.load(Ordering::Relaxed) != thread_token() {
+            // The loop may be asleep with a later timeout (on the loop thread itself, it
+            // computes the timeout after this callback anyway).
             self.shared.kick();
         }
     }

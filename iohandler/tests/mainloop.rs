@@ -234,7 +234,7 @@ fn removal_from_another_thread_waits_for_a_running_callback() {
 #[test]
 fn bql_is_handed_to_a_waiter_in_the_middle_of_a_round() {
     let ml = MainLoop::new().unwrap();
-    const N: usize = 40;
+    const N: usize = 100;
     let pipes: Vec<Pipe> = (0..N).map(|_| Pipe::new()).collect();
     let (h, t) = spawn_loop(ml);
     let calls = Arc::new(AtomicUsize::new(0));

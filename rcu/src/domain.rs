@@ -237,17 +237,22 @@ impl Inner {
         // Under gp_lock, gp == completed; the new grace period is exactly `target`.
         let new = self.gp.load(Ordering::Relaxed) + 2;
         debug_assert_eq!(new, target);
-        // Snapshot the readers first. One that registers after the snapshot does so under the
-        // registry lock, so it happens after the snapshot and hence after our caller's update:
-        // it cannot hold an old reference. The snapshot also tells whether any read-lock
-        // reader (the only kind whose side of the fence pairs may be a compiler barrier) is
-        // involved; if none is, a plain fence on our side completes every pair and the
-        // membarrier system call (IPIs to every CPU running one of our threads) is skipped.
+        // Start the grace period, then snapshot the readers. One that registers after the
+        // snapshot does so under the registry lock, so it happens after the `gp` store: it reads
+        // the new `gp` (so it is not waited for) and sees our caller's update and those of the
+        // callers sharing this grace period (they read the old `gp`, so their fences precede
+        // the new one's readers'). Storing `gp` only after the snapshot would let a reader
+        // register in between with the old `gp`, missed by this grace period though it may
+        // hold a sharer's old pointer (loom: gp_concurrent_writers_share_grace_periods).
+        // The snapshot also tells whether any read-lock reader (the only kind whose side of
+        // the fence pairs may be a compiler barrier) is involved; if none is, a plain fence on
+        // our side completes every pair and the membarrier system call (IPIs to every CPU
+        // running one of our threads) is skipped.
+        self.gp.store(new, Ordering::Relaxed);
         pending.clear();
         pending.extend(self.registry.lock().iter().cloned());
         let membarrier =
             self.config.use_membarrier && pending.iter().any(|s| s.kind == ReaderKind::ReadLock);
-        self.gp.store(new, Ordering::Relaxed);
         self.master_fence(membarrier);
 
         self.wait_for_readers(&mut pending, new, membarrier);

@@ -37,9 +37,10 @@
 //! lock: `ctr = gp`, slave fence. After each of those the reader checks its `waiting` flag and
 //! sets the domain's [`Event`] if a writer sleeps on it.
 //!
-//! `synchronize`: under the grace-period mutex, snapshot the registry (a reader registering
-//! later happens after the snapshot, through the registry lock, so it sees the update), `gp +=
-//! 2`, master fence (a full fence, or `membarrier` when the snapshot holds a read-lock reader
+//! `synchronize`: under the grace-period mutex, `gp += 2`, snapshot the registry (a reader
+//! registering later happens after both, through the registry lock, so it reads the new `gp`
+//! and sees the update — also those of callers sharing this grace period, which is why `gp`
+//! must be stored *before* the snapshot), master fence (a full fence, or `membarrier` when the snapshot holds a read-lock reader
 //! that relies on it), then wait until every slot of the snapshot has `ctr == 0 || ctr >= gp`. It polls a bounded number of passes, then sleeps: reset the event,
 //! set the `waiting` flag of each reader still pending, master fence, re-check, wait. A reader
 //! that leaves after the re-check finds its flag set and sets the event (reset earlier), so the

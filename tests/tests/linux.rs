@@ -18,6 +18,9 @@ const MEM: u64 = 512 << 20;
 const CPUS: u8 = 2;
 const CMDLINE: &str = "console=ttyS0 reboot=t panic=-1";
 const PAGE_2M: u64 = 2 << 20;
+/// The informative run's command line: the default plus the early console, so that the log
+/// shows how far a failing boot got.
+const LOUD_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0,115200 reboot=t panic=-1";
 
 struct Guest {
     kernel: PathBuf,
@@ -489,6 +492,8 @@ fn debian_kernel_run_informative() {
             &serial_arg,
             "--expect",
             "rvmm-linux: done",
+            "--cmdline",
+            LOUD_CMDLINE,
         ],
         None,
     );
@@ -533,5 +538,39 @@ fn debian_kernel_run_informative() {
                 "an emulation failure on PVM says so",
             );
         }
+    }
+}
+
+/// The same ACPI tables end to end on this host: the built-in guest, told `cpus=acpi`, finds
+/// its CPUs through the RSDP, XSDT and MADT (checking every checksum as it goes) and starts
+/// the application processors they list.
+#[test]
+fn builtin_guest_finds_its_cpus_through_the_madt() {
+    if !require_kvm() {
+        return;
+    }
+    for cpus in ["1", "2"] {
+        let r = run_vmm(
+            &[
+                "--timeout=60s",
+                "--cpus",
+                cpus,
+                "--cmdline",
+                "workload=smoke cpus=acpi",
+            ],
+            None,
+        );
+        r.check(r.status == 0, "exit 0");
+        let acpi = format!("acpi: rsdp at {:#x}, madt at ", vmm::acpi::RSDP_ADDR);
+        r.check(r.lines(&acpi).len() == 1, &format!("expected '{acpi}...'"));
+        r.check(
+            r.lines(&acpi)[0].ends_with(&format!(", {cpus} processors")),
+            "the MADT lists every vCPU",
+        );
+        let summary = format!("cpus: {cpus} of {cpus} online");
+        r.check(
+            r.lines(&summary).len() == 1,
+            &format!("expected '{summary}'"),
+        );
     }
 }

@@ -294,7 +294,12 @@ fn load_initrd(
         return Err(err(std::io::Error::other("is a directory")));
     }
     // Room between the kernel's footprint and the top of low memory / initrd_addr_max.
-    let footprint_end = (kernel_load + hdr.init_size as u64).max(kernel_end);
+    // A compressed kernel decompresses to max(load address aligned up to kernel_alignment,
+    // pref_address) and needs init_size bytes from there.
+    let align = (hdr.kernel_alignment as u64).max(1);
+    let footprint_end = (kernel_load.next_multiple_of(align).max(hdr.pref_address)
+        + hdr.init_size as u64)
+        .max(kernel_end);
     let max = if hdr.initrd_addr_max == 0 {
         0x37ff_ffff
     } else {

@@ -45,9 +45,11 @@ pub fn build(cpus: u8) -> Vec<u8> {
     e[4..8].copy_from_slice(&(IOAPIC as u32).to_le_bytes());
     entries.extend_from_slice(&e);
     count += 1;
-    // I/O interrupt entries: ISA IRQ n -> IOAPIC pin n (IRQ0 to pin 2, as on PCs).
+    // I/O interrupt entries: ISA IRQ n -> IOAPIC pin n. KVM's default routing sends GSI n to
+    // pin n (the PIT included: GSI 0), and the VMM does not change it, so there is no
+    // IRQ0 -> pin 2 override here (nor in the ACPI MADT).
     for irq in 0..16u8 {
-        let pin = if irq == 0 { 2 } else { irq };
+        let pin = irq;
         entries.extend_from_slice(&[3, 0, 0, 0, 0, irq, ioapic_id, pin]);
         count += 1;
     }
