@@ -19,6 +19,20 @@ impl vm_superio::Trigger for EventFdTrigger {
 /// Where guest output goes.
 pub type SerialOutput = Box<dyn Write + Send>;
 
+/// vm-superio flushes its writer after every byte the guest writes; passing that through would
+/// make one system call per byte. The writer given to [`Serial::new`] is expected to flush on
+/// its own schedule (the VMM's flushes at each newline); [`Serial::flush`] forces it.
+struct LazyFlush(SerialOutput);
+
+impl Write for LazyFlush {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 type Callback = Arc<dyn Fn() + Send + Sync>;
 
 /// Calls the VMM back when the guest has drained the receive FIFO, so input can resume.
@@ -44,7 +58,7 @@ impl vm_superio::serial::SerialEvents for Events {
 /// rest (or leaves it in the pipe) until the guest drains the FIFO, which is announced through
 /// the [`Serial::on_drained`] callback.
 pub struct Serial {
-    uart: Mutex<vm_superio::Serial<EventFdTrigger, Arc<Events>, SerialOutput>>,
+    uart: Mutex<vm_superio::Serial<EventFdTrigger, Arc<Events>, LazyFlush>>,
     events: Arc<Events>,
 }
 
@@ -58,7 +72,7 @@ impl Serial {
             uart: Mutex::new(vm_superio::Serial::with_events(
                 EventFdTrigger(irq),
                 events.clone(),
-                out,
+                LazyFlush(out),
             )),
             events,
         }
@@ -94,7 +108,7 @@ impl Serial {
 
     /// Flushes guest output.
     pub fn flush(&self) {
-        let _ = self.uart.lock().writer_mut().flush();
+        let _ = self.uart.lock().writer_mut().0.flush();
     }
 }
 

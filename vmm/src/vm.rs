@@ -537,14 +537,15 @@ impl Vm {
 
 fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write + Send>> {
     let out: Option<Box<dyn Write + Send>> = match &cfg.serial {
-        SerialMode::Stdio => Some(Box::new(std::io::stdout())),
+        // Buffered: the guest writes a byte per exit; SerialSink flushes at each newline.
+        SerialMode::Stdio => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
         SerialMode::None => None,
-        SerialMode::File(p) => Some(Box::new(std::fs::File::create(p).map_err(|source| {
-            Error::Io {
+        SerialMode::File(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|source| Error::Io {
                 what: "creating the serial output file",
                 source,
-            }
-        })?)),
+            })?,
+        ))),
     };
     let on_match: Option<Box<dyn FnMut() + Send>> = cfg.expect.as_ref().map(|_| {
         let weak = Arc::downgrade(shared);
