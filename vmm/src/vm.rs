@@ -322,8 +322,10 @@ impl Vm {
     pub fn new(cfg: VmConfig) -> Result<Vm> {
         let started = cfg.process_start.unwrap_or_else(Instant::now);
         let kvm = open_kvm()?;
+        log::debug!("kvm opened: {:?} since start", started.elapsed());
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
         let mem = boot::create_memory(cfg.boot.mem)?;
+        log::debug!("guest memory mapped: {:?} since start", started.elapsed());
 
         let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         vm.set_tss_address(KVM_TSS)
@@ -335,9 +337,18 @@ impl Vm {
             ..Default::default()
         };
         vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        log::debug!(
+            "irqchip and PIT created: {:?} since start",
+            started.elapsed()
+        );
         register_memory(&vm, &mem)?;
+        log::debug!(
+            "memory slots registered: {:?} since start",
+            started.elapsed()
+        );
 
         let loaded = boot::load(&mem, &cfg.boot)?;
+        log::debug!("kernel loaded: {:?} since start", started.elapsed());
         mem.write_slice(&crate::mptable::build(cpus), GuestAddress(EBDA))
             .map_err(|source| Error::GuestWrite {
                 what: "the MP table",
@@ -407,6 +418,7 @@ impl Vm {
             crate::cpu::setup(&vcpu, &base_cpuid, id, cpus, loaded.entry)?;
             vcpus.push(vcpu);
         }
+        log::debug!("vCPUs configured: {:?} since start", started.elapsed());
         Ok(Vm {
             shared,
             loaded,
