@@ -7,6 +7,7 @@
 
 pub mod acpi;
 pub mod boot;
+pub mod console;
 pub mod cpu;
 pub mod cpuid;
 pub mod error;

@@ -190,13 +190,59 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         },
         expect: cfg.expect.clone(),
     };
-    let vm = Vm::new(cfg).context("setting up the VM")?;
+    // SIGINT/SIGTERM are blocked in every thread (the vCPU threads inherit the mask) and
+    // arrive through a signalfd on the main loop.
+    iohandler::block_termination_signals().context("blocking SIGINT/SIGTERM")?;
+    let bql = iohandler::Bql::new();
+    let rcu = iohandler::rcu_domain(&bql);
+    let mut main_loop =
+        iohandler::MainLoop::with_domain(bql, rcu.clone()).context("creating the main loop")?;
+    let h = main_loop.handle();
+
+    let timeout = cfg.timeout;
+    let serial_in = cfg.serial == SerialMode::Stdio || json_to_stdout;
+    let vm = Vm::new_in(cfg, rcu).context("setting up the VM")?;
     if external {
         if let Some(w) = vmm::pvm::linux_warning() {
             eprintln!("vmm: warning: {w}");
         }
     }
-    let report = vm.run();
+    let serial = vm.serial().clone();
+    let tty = vmm::term::stdin_is_tty();
+    let _raw = if serial_in && tty {
+        vmm::term::RawTerminal::enter()
+    } else {
+        None
+    };
+    let running = vm.start();
+    let shared = running.shared().clone();
+    {
+        let h = h.clone();
+        shared.on_finish(move || h.quit());
+    }
+    {
+        let shared = shared.clone();
+        h.on_signals(&[libc::SIGINT, libc::SIGTERM], move |sig| {
+            log::info!("signal {sig}: stopping the VM");
+            shared.finish(vmm::outcome::Outcome::Stopped, None);
+        })
+        .context("installing the signal handler")?;
+    }
+    let _timer = timeout.map(|t| {
+        let shared2 = shared.clone();
+        let timer = h.timer(move || shared2.finish(vmm::outcome::Outcome::Timeout, None));
+        timer.arm_at(shared.started() + t);
+        timer
+    });
+    let _stdin = if serial_in {
+        vmm::console::attach_stdin(&h, serial, shared.clone(), tty)
+    } else {
+        None
+    };
+    main_loop.run().context("running the main loop")?;
+    let report = running.wait();
+    drop(_stdin);
+    drop(_raw);
     if let Some(d) = &report.diagnostic {
         eprintln!("vmm: {d}");
     }

@@ -103,6 +103,7 @@ pub struct VmShared {
     result: Mutex<Option<(Outcome, Option<String>)>>,
     done: Condvar,
     threads: Mutex<Vec<libc::pthread_t>>,
+    on_finish: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     started: Instant,
     first_run: Mutex<Option<Duration>>,
     expect_seen: Mutex<Option<Duration>>,
@@ -180,6 +181,22 @@ impl VmShared {
         }
         self.done.notify_all();
         self.resumed.notify_all();
+        for hook in self.on_finish.lock().iter() {
+            hook();
+        }
+    }
+
+    /// Runs `hook` (on whichever thread ends the run) when the run ends; at once if it has.
+    pub fn on_finish(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if self.stopping() {
+            hook();
+        }
+        self.on_finish.lock().push(Box::new(hook));
+    }
+
+    /// When the run started (process start for the binary).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 }
 
@@ -320,6 +337,12 @@ impl Vm {
     /// Creates and configures the VM: KVM objects in the order KVM requires (TSS, irqchip,
     /// PIT, memory, vCPUs), the kernel loaded, the devices on the buses.
     pub fn new(cfg: VmConfig) -> Result<Vm> {
+        Self::new_in(cfg, Rcu::new())
+    }
+
+    /// As [`Vm::new`], with the vCPUs and buses in the RCU domain `rcu` (the VMM passes the
+    /// main loop's domain, whose `call_rcu` callbacks run under the BQL).
+    pub fn new_in(cfg: VmConfig, rcu: Rcu) -> Result<Vm> {
         let started = cfg.process_start.unwrap_or_else(Instant::now);
         let kvm = open_kvm()?;
         log::debug!("kvm opened: {:?} since start", started.elapsed());
@@ -363,7 +386,6 @@ impl Vm {
                 })?;
         }
 
-        let rcu = Rcu::new();
         let shared = Arc::new(VmShared {
             pio: Bus::new("pio", &rcu),
             mmio: Bus::new("mmio", &rcu),
@@ -376,6 +398,7 @@ impl Vm {
             result: Mutex::new(None),
             done: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            on_finish: Mutex::new(Vec::new()),
             started,
             first_run: Mutex::new(None),
             expect_seen: Mutex::new(None),
@@ -454,8 +477,14 @@ impl Vm {
         v.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))
     }
 
-    /// Runs the vCPUs until an outcome, the timeout, or `stop` (from another thread).
+    /// Runs the vCPUs until an outcome or the timeout, on this thread (no main loop: no
+    /// serial input). The binary uses [`Vm::start`] and runs the main loop instead.
     pub fn run(self) -> RunReport {
+        self.start().wait()
+    }
+
+    /// Starts the vCPU threads.
+    pub fn start(self) -> Running {
         crate::kick::install();
         let Vm {
             shared,
@@ -488,6 +517,46 @@ impl Vm {
                 }
             }
         }
+        Running {
+            shared,
+            handles,
+            vm,
+            mem,
+            serial,
+            counter,
+            cfg,
+        }
+    }
+}
+
+/// A VM whose vCPUs run.
+pub struct Running {
+    shared: Arc<VmShared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    vm: VmFd,
+    mem: GuestMemoryMmap,
+    serial: Arc<Serial>,
+    counter: Arc<TestCounter>,
+    cfg: VmConfig,
+}
+
+impl Running {
+    /// The state shared with the vCPUs (pause, resume, finish, hooks).
+    pub fn shared(&self) -> &Arc<VmShared> {
+        &self.shared
+    }
+
+    /// Waits for an outcome (or the timeout), stops and joins the vCPUs, and reports.
+    pub fn wait(self) -> RunReport {
+        let Running {
+            shared,
+            handles,
+            vm,
+            mem,
+            serial,
+            counter,
+            cfg,
+        } = self;
         {
             let deadline = cfg.timeout.map(|t| shared.started + t);
             let mut r = shared.result.lock();
