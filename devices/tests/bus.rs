@@ -112,7 +112,7 @@ fn unassigned_reads_are_all_ones_counted_and_never_panic() {
         assert!(!bus.read(&me, seed, &mut d));
         assert!(d.iter().all(|b| *b == 0xff));
         assert!(!bus.write(&me, seed.rotate_left(7), &d));
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             me.quiescent_state();
         }
     }
@@ -163,7 +163,7 @@ fn hot_add_and_remove_under_readers() {
                         bad.fetch_add(1, Ordering::SeqCst);
                     }
                     n += 1;
-                    if n % 16 == 0 {
+                    if n.is_multiple_of(16) {
                         me.quiescent_state();
                     }
                 }

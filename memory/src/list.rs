@@ -39,15 +39,31 @@ pub struct ListenerId(u64);
 /// that no other thread touches. A hint is valid only for the snapshot version it was filled
 /// from; any writer publishes a new version, which invalidates every hint at once (so a hint
 /// never points at a removed block). Versions are unique across all lists of the process.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// The hint is adaptive: after [`TRUST_MAX`](Self::TRUST_MAX) consecutive misses the reader
+/// stops checking it (for a reader with no locality, e.g. uniformly random accesses, the check
+/// is pure overhead: it puts the previous search's result on the critical path of the next
+/// lookup), and resumes as soon as a search lands in the hinted block again. A hit restores
+/// full trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MruHint {
     version: u64,
     index: usize,
     hits: u64,
     misses: u64,
+    trust: u8,
+}
+
+impl Default for MruHint {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MruHint {
+    /// How many misses in a row a reader tolerates before it stops checking its hint.
+    pub const TRUST_MAX: u8 = 3;
+
     /// An empty hint (its first lookup misses).
     pub const fn new() -> MruHint {
         MruHint {
@@ -55,6 +71,7 @@ impl MruHint {
             index: 0,
             hits: 0,
             misses: 0,
+            trust: MruHint::TRUST_MAX,
         }
     }
 
@@ -160,16 +177,22 @@ impl RamSnapshot {
 
     #[inline(always)]
     fn lookup_index(&self, hint: &mut MruHint, gpa: u64) -> Option<usize> {
-        if hint.version == self.version {
+        if hint.trust != 0 && hint.version == self.version {
             if let Some(e) = self.entries.get(hint.index) {
                 if gpa.wrapping_sub(e.start) < e.size {
                     hint.hits = hint.hits.wrapping_add(1);
+                    hint.trust = MruHint::TRUST_MAX;
                     return Some(hint.index);
                 }
             }
+            hint.trust -= 1;
         }
         hint.misses = hint.misses.wrapping_add(1);
         let i = self.search(gpa)?;
+        if hint.trust == 0 && i == hint.index && hint.version == self.version {
+            // The hint was not checked but would have hit: locality is back, check it again.
+            hint.trust = 1;
+        }
         hint.version = self.version;
         hint.index = i;
         Some(i)

@@ -5,6 +5,10 @@
 //! Every variant loads the pointer and folds its address into a local sink that is passed
 //! to `black_box` once at the end, so no variant pays for a per-iteration stack store.
 //! Groups: `read_side_1t`, `read_side_2t`; `atomicptr_floor` is the reference.
+//!
+//! QSBR readers call `quiescent_state` every N loads: N = 16 models a vCPU thread (a few
+//! lookups per exit; it then goes offline for `KVM_RUN`), N = 1000 is liburcu's `rperf`
+//! (`RCU_READ_RUN`), and N = 1 (1 thread only) is the worst case: one quiescent state per read.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use crossbeam_epoch as epoch;

@@ -6,8 +6,10 @@
 //!
 //! Each configuration is measured twice, once from each side:
 //! - `reads_*`: the measuring thread is the QSBR reader (`quiescent_state` every
-//!   `QS_EVERY` reads, offline between criterion samples); a background thread updates.
-//!   `reads_no_updater` is the same reader alone. Time per read.
+//!   `QS_EVERY` reads, offline between criterion samples); a background thread updates, flat
+//!   out, or (`reads_sync_updater_1mps`) paced to at most 1 M updates/s, the target
+//!   rate. `reads_no_updater` is the same reader alone. Time per read; the update rate
+//!   achieved while reads were timed is printed and saved as `<id>/updater.json`.
 //! - `updates_*`: the measuring thread is the updater; a background QSBR reader reads.
 //!   Time per update.
 //!
@@ -15,7 +17,8 @@
 //! `call_rcu` = `swap` + `Retired::defer_drop`. The crossbeam-epoch peer uses `pin` + load
 //! for reads and `swap` + `defer_destroy` for updates.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use crossbeam_epoch::{self as epoch, Owned};
 use rcu::{QsbrThread, Rcu, RcuCell};
 use std::hint::black_box;
@@ -124,6 +127,72 @@ fn cb_update(a: &epoch::Atomic<Node>, seq: u64) {
     unsafe { g.defer_destroy(old) };
 }
 
+/// The measuring thread reads (QSBR) while a background thread updates, flat out or paced to
+/// at most one update per `pace`; prints the update rate achieved while reads were timed.
+fn reads_with_updater(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    how: Updater,
+    pace: Option<Duration>,
+    id: &str,
+) {
+    let rcu = Rcu::new();
+    let cell = RcuCell::new_in(&rcu, Some(Node::new(0)));
+    let updates = AtomicU64::new(0);
+    let mut me = rcu.register_qsbr();
+    me.offline();
+    let (mut during, mut timed) = (0u64, Duration::ZERO);
+    common::with_background(
+        1,
+        |stop, ready| {
+            ready();
+            let mut seq = 1;
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                update(&cell, how, seq);
+                updates.store(seq, Ordering::Relaxed);
+                seq += 1;
+                if let Some(p) = pace {
+                    // No catching up after a delay: the rate is at most one per `pace`.
+                    next += p;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now;
+                    }
+                    while Instant::now() < next {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        },
+        || {
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    me.online();
+                    let u0 = updates.load(Ordering::Relaxed);
+                    let t = qsbr_reads(&cell, &mut me, iters, None);
+                    during += updates.load(Ordering::Relaxed) - u0;
+                    timed += t;
+                    me.offline();
+                    t
+                })
+            });
+        },
+    );
+    let rate = during as f64 / timed.as_secs_f64().max(1e-9);
+    println!(
+        "update_mix/{id}: the updater did {:.2} M updates/s while reads were timed",
+        rate / 1e6
+    );
+    common::write_side_file(
+        "update_mix",
+        id,
+        "updater.json",
+        &format!("{{\"updates_per_s\": {rate:.0}}}\n"),
+    );
+    drop(me);
+    rcu.rcu_barrier();
+}
+
 fn bench_rcu(c: &mut Criterion) {
     let mut g = c.benchmark_group("update_mix");
     g.throughput(Throughput::Elements(1));
@@ -144,36 +213,16 @@ fn bench_rcu(c: &mut Criterion) {
         });
     }
 
-    for (how, name) in [(Updater::Sync, "sync"), (Updater::CallRcu, "call_rcu")] {
-        // The measuring thread reads; a background thread updates.
-        let rcu = Rcu::new();
-        let cell = RcuCell::new_in(&rcu, Some(Node::new(0)));
-        let mut me = rcu.register_qsbr();
-        me.offline();
-        common::with_background(
-            1,
-            |stop, ready| {
-                ready();
-                let mut seq = 1;
-                while !stop.load(Ordering::Relaxed) {
-                    update(&cell, how, seq);
-                    seq += 1;
-                }
-            },
-            || {
-                g.bench_function(format!("reads_{name}_updater"), |b| {
-                    b.iter_custom(|iters| {
-                        me.online();
-                        let t = qsbr_reads(&cell, &mut me, iters, None);
-                        me.offline();
-                        t
-                    })
-                });
-            },
-        );
-        drop(me);
-        rcu.rcu_barrier();
+    reads_with_updater(&mut g, Updater::Sync, None, "reads_sync_updater");
+    reads_with_updater(
+        &mut g,
+        Updater::Sync,
+        Some(Duration::from_micros(1)),
+        "reads_sync_updater_1mps",
+    );
+    reads_with_updater(&mut g, Updater::CallRcu, None, "reads_call_rcu_updater");
 
+    for (how, name) in [(Updater::Sync, "sync"), (Updater::CallRcu, "call_rcu")] {
         // The measuring thread updates; a background QSBR thread reads.
         let rcu = Rcu::new();
         let cell = RcuCell::new_in(&rcu, Some(Node::new(0)));

@@ -283,18 +283,15 @@ impl Inner {
             }
             if passes < self.config.spin_passes {
                 passes += 1;
+                // Back-off from 2 to 8 pauses per pass: a busy reader on another CPU answers
+                // within a few hundred ns, and a pause can cost ~30 ns, so a long fixed step
+                // would add microseconds to every grace period. No `yield_now`: when the
+                // reader shares our CPU, a yield lets it run for a whole time slice (ms)
+                // before we look again, whereas sleeping on the event (after the passes) lets
+                // its next quiescent state wake us at once.
                 #[cfg(not(loom))]
-                {
-                    if passes.is_multiple_of(8) {
-                        std::thread::yield_now();
-                    } else {
-                        // Exponential back-off from 2 to 64 pauses: a busy reader answers
-                        // within a few hundred ns, and one pause can cost ~30 ns, so a fixed
-                        // 64-pause step would add microseconds to every grace period.
-                        for _ in 0..(1u32 << passes.min(6)) {
-                            std::hint::spin_loop();
-                        }
-                    }
+                for _ in 0..(1u32 << passes.min(3)) {
+                    std::hint::spin_loop();
                 }
                 #[cfg(loom)]
                 thread::yield_now();

@@ -78,6 +78,14 @@ pub fn criterion_home() -> PathBuf {
     }
 }
 
+/// Writes `<criterion home>/<group>/<id>/<name>` (extra results for `report.py`).
+pub fn write_side_file(group: &str, id: &str, name: &str, contents: &str) {
+    let dir = criterion_home().join(group).join(id);
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(name), contents);
+    }
+}
+
 /// Percentiles of individually timed operations (in ns), written next to criterion's own
 /// estimates as `<group>/<id>/percentiles.json` and printed.
 pub fn write_percentiles(group: &str, id: &str, samples_ns: &mut [u64]) {
@@ -100,13 +108,10 @@ pub fn write_percentiles(group: &str, id: &str, samples_ns: &mut [u64]) {
         p99 as f64 / 1e3,
         max as f64 / 1e3
     );
-    let dir = criterion_home().join(group).join(id);
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let json = format!(
-            "{{\"count\": {}, \"p50_ns\": {p50}, \"p90_ns\": {p90}, \"p99_ns\": {p99}, \
-             \"max_ns\": {max}}}\n",
-            samples_ns.len()
-        );
-        let _ = std::fs::write(dir.join("percentiles.json"), json);
-    }
+    let json = format!(
+        "{{\"count\": {}, \"p50_ns\": {p50}, \"p90_ns\": {p90}, \"p99_ns\": {p99}, \
+         \"max_ns\": {max}}}\n",
+        samples_ns.len()
+    );
+    write_side_file(group, id, "percentiles.json", &json);
 }
