@@ -140,3 +140,18 @@ fn dev_kvm_missing_says_how_to_fix_it() {
     r.check(r.status == 1, "status 1");
     r.check(r.stderr.contains("modprobe"), "says to load the module");
 }
+
+#[test]
+fn mem_larger_than_the_host_can_map_is_a_clear_error() {
+    if !require_kvm() {
+        return;
+    }
+    // Limit the address space so the guest RAM mapping cannot succeed.
+    let r = run_wrapped(&["sh", "-c", "ulimit -v 1000000; exec \"$0\" --mem 2G"]);
+    r.check(r.status == 1, "status 1");
+    r.check(
+        r.stderr.contains("cannot allocate 2048 MiB"),
+        "says what failed",
+    );
+    r.check(r.stderr.contains("--mem"), "says what to do");
+}

@@ -83,7 +83,8 @@ fn le(b: &[u8], off: usize, n: usize) -> u64 {
 
 fn read(vm: &Vm, addr: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
-    vm.mem
+    vm.ram
+        .snapshot_owned()
         .read_slice(&mut buf, GuestAddress(addr))
         .unwrap_or_else(|e| panic!("reading {len} bytes at {addr:#x}: {e}"));
     buf

@@ -7,9 +7,10 @@ use crate::error::{Error, Result};
 use crate::layout::*;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::KernelLoader;
+use memory::{BlockFlags, RamBlock, RamList};
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 /// The e820 types the VMM uses.
 pub const E820_RAM: u32 = 1;
@@ -126,8 +127,8 @@ pub fn read_header(name: &str, image: &mut (impl Read + Seek)) -> Result<setup_h
     Ok(hdr)
 }
 
-fn write<T: vm_memory::ByteValued>(
-    mem: &GuestMemoryMmap,
+fn write<M: GuestMemoryBackend, T: vm_memory::ByteValued>(
+    mem: &M,
     what: &'static str,
     addr: u64,
     v: T,
@@ -136,7 +137,12 @@ fn write<T: vm_memory::ByteValued>(
         .map_err(|source| Error::GuestWrite { what, source })
 }
 
-fn write_slice(mem: &GuestMemoryMmap, what: &'static str, addr: u64, s: &[u8]) -> Result<()> {
+fn write_slice<M: GuestMemoryBackend>(
+    mem: &M,
+    what: &'static str,
+    addr: u64,
+    s: &[u8],
+) -> Result<()> {
     mem.write_slice(s, GuestAddress(addr))
         .map_err(|source| Error::GuestWrite { what, source })
 }
@@ -171,7 +177,7 @@ pub fn e820_map(mem: u64) -> Vec<boot_e820_entry> {
 
 /// Loads the kernel, initrd and command line and writes the zero page, the GDT and the page
 /// tables. Guest memory must already exist (see [`crate::vm`]).
-pub fn load(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<Loaded> {
+pub fn load<M: GuestMemoryBackend>(mem: &M, cfg: &BootConfig) -> Result<Loaded> {
     let name = Image::name(&cfg.kernel);
     let mut image = Image::open(&cfg.kernel)?;
     let hdr = match &mut image {
@@ -276,8 +282,8 @@ pub fn load(mem: &GuestMemoryMmap, cfg: &BootConfig) -> Result<Loaded> {
     })
 }
 
-fn load_initrd(
-    mem: &GuestMemoryMmap,
+fn load_initrd<M: GuestMemoryBackend>(
+    mem: &M,
     path: &Path,
     hdr: &setup_header,
     kernel_load: u64,
@@ -333,7 +339,7 @@ pub const GDT_ENTRIES: [u64; 5] = [
     0x008f_8b00_0000_ffff,
 ];
 
-fn write_gdt(mem: &GuestMemoryMmap) -> Result<()> {
+fn write_gdt<M: GuestMemoryBackend>(mem: &M) -> Result<()> {
     for (i, e) in GDT_ENTRIES.iter().enumerate() {
         write(mem, "the GDT", GDT + 8 * i as u64, *e)?;
     }
@@ -352,7 +358,7 @@ pub fn mapped_gib(mem: u64) -> u64 {
     end.div_ceil(1 << 30)
 }
 
-fn write_page_tables(mem: &GuestMemoryMmap, ram: u64) -> Result<()> {
+fn write_page_tables<M: GuestMemoryBackend>(mem: &M, ram: u64) -> Result<()> {
     let gib = mapped_gib(ram);
     debug_assert!(gib <= MAX_PDS);
     write(mem, "the page tables", PML4, PDPT | 0x3)?;
@@ -395,15 +401,23 @@ pub fn check_mem(mem: u64) -> Result<()> {
     Ok(())
 }
 
-/// Creates guest memory for `mem` bytes (anonymous, not reserved up front).
-pub fn create_memory(mem: u64) -> Result<GuestMemoryMmap> {
+/// Creates guest RAM for `mem` bytes as blocks of a [`RamList`] in `rcu`'s domain: one below
+/// the 32-bit MMIO hole, one above 4 GiB if needed (anonymous, not reserved up front).
+pub fn create_memory(mem: u64, rcu: &rcu::Rcu) -> Result<RamList> {
     check_mem(mem)?;
-    let ranges: Vec<_> = ram_ranges(mem)
-        .into_iter()
-        .map(|(b, s)| (GuestAddress(b), s as usize))
-        .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory {
-        mib: mem >> 20,
-        source: std::io::Error::other(e.to_string()),
-    })
+    let ram = RamList::new(rcu);
+    for (i, (base, size)) in ram_ranges(mem).into_iter().enumerate() {
+        let name = if i == 0 { "ram-low" } else { "ram-high" };
+        let block = RamBlock::new(name, base, size, BlockFlags::empty()).map_err(|e| {
+            Error::GuestMemory {
+                mib: mem >> 20,
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        ram.add(block).map_err(|e| Error::GuestMemory {
+            mib: mem >> 20,
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    Ok(ram)
 }

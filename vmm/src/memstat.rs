@@ -2,7 +2,7 @@
 //! touched (resident pages of the guest mappings, from `mincore(2)`), so that the VMM's own
 //! overhead is their difference.
 
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+use memory::RamSnapshot;
 
 /// VmRSS of this process in KiB (0 if /proc is unavailable).
 pub fn rss_kib() -> u64 {
@@ -17,15 +17,13 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Resident KiB of all guest memory regions.
-pub fn resident_kib(mem: &GuestMemoryMmap) -> u64 {
+/// Resident KiB of all guest RAM blocks.
+pub fn resident_kib(mem: &RamSnapshot) -> u64 {
     let page = 4096usize;
     let mut pages = 0u64;
-    for region in mem.iter() {
-        let Ok(host) = region.get_host_address(MemoryRegionAddress(0)) else {
-            continue;
-        };
-        let len = region.len() as usize;
+    for block in mem.blocks() {
+        let host = block.host_ptr();
+        let len = block.size() as usize;
         let mut vec = vec![0u8; len.div_ceil(page)];
         // SAFETY: `host..host+len` is one live mapping owned by `mem` (page aligned, as mmap
         // returns), and `vec` has one byte per page of it, as mincore requires.

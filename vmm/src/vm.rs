@@ -8,6 +8,7 @@ use crate::outcome::Outcome;
 use crate::vcpu::ExitCounters;
 use devices::{Bus, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042};
 use kvm_ioctls::{Kvm, VmFd};
+use memory::{ListenerError, MemoryListener, RamBlock, RamList};
 use parking_lot::{Condvar, Mutex};
 use rcu::Rcu;
 use std::io::Write;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Where guest serial output goes.
@@ -296,26 +297,42 @@ pub fn check_cpus(kvm: &Kvm, cpus: u64) -> Result<u8> {
     Ok(cpus as u8)
 }
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
-    for (slot, region) in mem.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|source| Error::GuestWrite {
-                what: "memory slot registration",
-                source,
-            })?;
+/// Mirrors the RAM list into KVM memory slots: the RamList's listener.
+pub struct KvmSlots {
+    vm: Arc<VmFd>,
+}
+
+impl KvmSlots {
+    fn set(&self, block: &RamBlock, size: u64) -> std::result::Result<(), kvm_ioctls::Error> {
         let r = kvm_bindings::kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
+            slot: block.slot().unwrap_or(0),
+            flags: if block.is_read_only() {
+                kvm_bindings::KVM_MEM_READONLY
+            } else {
+                0
+            },
+            guest_phys_addr: block.gpa(),
+            memory_size: size,
+            userspace_addr: block.host_ptr() as u64,
         };
-        // SAFETY: the region is a live mmap of `memory_size` bytes owned by `mem`, which the
-        // VM outlives only after the vCPUs are joined and the VM fd is closed (see `run`).
-        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        // SAFETY: the block's mapping is live for `size` bytes while it is in the list; the
+        // list calls region_del (size 0: the slot is deleted) before the block can be
+        // unmapped, which happens only after a grace period.
+        unsafe { self.vm.set_user_memory_region(r) }
     }
-    Ok(())
+}
+
+impl MemoryListener for KvmSlots {
+    fn region_add(&self, block: &RamBlock) -> std::result::Result<(), ListenerError> {
+        self.set(block, block.size())
+            .map_err(|e| ListenerError::from(format!("KVM_SET_USER_MEMORY_REGION: {e}")))
+    }
+
+    fn region_del(&self, block: &RamBlock) {
+        if let Err(e) = self.set(block, 0) {
+            log::error!("deleting KVM memory slot of '{}': {e}", block.name());
+        }
+    }
 }
 
 /// A VM set up and ready to run (memory loaded, devices on the buses, vCPUs configured).
@@ -324,9 +341,9 @@ pub struct Vm {
     pub shared: Arc<VmShared>,
     /// What the boot path wrote.
     pub loaded: Loaded,
-    /// Guest memory.
-    pub mem: GuestMemoryMmap,
-    vm: VmFd,
+    /// Guest RAM (the RCU-published RAM list).
+    pub ram: Arc<RamList>,
+    vm: Arc<VmFd>,
     vcpus: Vec<kvm_ioctls::VcpuFd>,
     serial: Arc<Serial>,
     counter: Arc<TestCounter>,
@@ -347,10 +364,10 @@ impl Vm {
         let kvm = open_kvm()?;
         log::debug!("kvm opened: {:?} since start", started.elapsed());
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
-        let mem = boot::create_memory(cfg.boot.mem)?;
+        let ram = Arc::new(boot::create_memory(cfg.boot.mem, &rcu)?);
         log::debug!("guest memory mapped: {:?} since start", started.elapsed());
 
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
         vm.set_tss_address(KVM_TSS)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
         vm.create_irq_chip()
@@ -364,13 +381,18 @@ impl Vm {
             "irqchip and PIT created: {:?} since start",
             started.elapsed()
         );
-        register_memory(&vm, &mem)?;
+        ram.add_listener(Arc::new(KvmSlots { vm: vm.clone() }))
+            .map_err(|e| Error::Io {
+                what: "registering guest memory with KVM",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let mem = ram.snapshot_owned();
         log::debug!(
             "memory slots registered: {:?} since start",
             started.elapsed()
         );
 
-        let loaded = boot::load(&mem, &cfg.boot)?;
+        let loaded = boot::load(&*mem, &cfg.boot)?;
         log::debug!("kernel loaded: {:?} since start", started.elapsed());
         mem.write_slice(&crate::mptable::build(cpus), GuestAddress(EBDA))
             .map_err(|source| Error::GuestWrite {
@@ -442,10 +464,11 @@ impl Vm {
             vcpus.push(vcpu);
         }
         log::debug!("vCPUs configured: {:?} since start", started.elapsed());
+        drop(mem);
         Ok(Vm {
             shared,
             loaded,
-            mem,
+            ram,
             vm,
             vcpus,
             serial,
@@ -490,7 +513,7 @@ impl Vm {
             shared,
             vcpus,
             vm,
-            mem,
+            ram,
             serial,
             counter,
             cfg,
@@ -521,7 +544,7 @@ impl Vm {
             shared,
             handles,
             vm,
-            mem,
+            ram,
             serial,
             counter,
             cfg,
@@ -533,8 +556,8 @@ impl Vm {
 pub struct Running {
     shared: Arc<VmShared>,
     handles: Vec<std::thread::JoinHandle<()>>,
-    vm: VmFd,
-    mem: GuestMemoryMmap,
+    vm: Arc<VmFd>,
+    ram: Arc<RamList>,
     serial: Arc<Serial>,
     counter: Arc<TestCounter>,
     cfg: VmConfig,
@@ -552,7 +575,7 @@ impl Running {
             shared,
             handles,
             vm,
-            mem,
+            ram,
             serial,
             counter,
             cfg,
@@ -577,10 +600,10 @@ impl Running {
         }
         serial.flush();
         let rss_kib = crate::memstat::rss_kib();
-        let guest_resident_kib = crate::memstat::resident_kib(&mem);
+        let guest_resident_kib = crate::memstat::resident_kib(&ram.snapshot_owned());
         // vCPU fds are closed (their threads ended); now the VM, then the memory.
         drop(vm);
-        drop(mem);
+        drop(ram);
         let (outcome, diagnostic) = shared.result.lock().take().unwrap_or((
             Outcome::Error("the VM stopped without an outcome".into()),
             None,
