@@ -80,7 +80,7 @@ fn random_inserts_and_removes_under_concurrent_readers() {
             while !stop.load(Ordering::Relaxed) {
                 let r = xorshift(&mut seed);
                 let mut wr = list.write();
-                if r % 2 == 0 || wr.len() < 8 {
+                if r.is_multiple_of(2) || wr.len() < 8 {
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                     if id >= MAX_IDS {
                         break;
@@ -183,6 +183,9 @@ fn random_inserts_and_removes_under_concurrent_readers() {
     assert!(removed > 1000, "the writers barely ran");
     assert_eq!(shared.reclaimed.load(Ordering::SeqCst), removed);
     assert_eq!(list.len(), inserted - removed);
-    drop(Arc::try_unwrap(list).ok().expect("all threads joined"));
+    match Arc::try_unwrap(list) {
+        Ok(list) => drop(list),
+        Err(_) => panic!("all threads joined, so the list has one owner"),
+    }
     assert_eq!(shared.reclaimed.load(Ordering::SeqCst), inserted);
 }
