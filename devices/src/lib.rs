@@ -21,4 +21,4 @@ pub use bus::{Bus, BusDevice, BusStats};
 pub use error::Error;
 pub use i8042::I8042;
 pub use serial::{EventFdTrigger, Serial, SerialOutput};
-pub use testdev::{ExitRequest, ExitSink, PvPanic, TestCounter};
+pub use testdev::{Constant, ExitRequest, ExitSink, PvPanic, TestCounter};

@@ -81,3 +81,33 @@ impl BusDevice for TestCounter {
         }
     }
 }
+
+/// A hot-pluggable test device: every read returns `value` (little-endian, truncated to the
+/// access size); writes are ignored. The control socket's `device-add` creates these.
+pub struct Constant {
+    name: String,
+    value: u32,
+}
+
+impl Constant {
+    /// A device named `name` that reads as `value`.
+    pub fn new(name: impl Into<String>, value: u32) -> Self {
+        Constant {
+            name: name.into(),
+            value,
+        }
+    }
+}
+
+impl BusDevice for Constant {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn read(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        for (d, s) in data.iter_mut().zip(self.value.to_le_bytes()) {
+            *d = s;
+        }
+    }
+    fn write(&self, _offset: u64, _data: &[u8]) {}
+}

@@ -56,6 +56,9 @@ struct Cli {
     /// serial output goes only to --log).
     #[arg(long, value_name = "PATH")]
     result_json: Option<PathBuf>,
+    /// Serve the JSON control socket (QMP-like: query-status, pause, ram-add, ...) at PATH.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -228,6 +231,13 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         })
         .context("installing the signal handler")?;
     }
+    let _control = match &cli.control {
+        Some(path) => Some(
+            vmm::control::Control::start(path, &h, shared.clone())
+                .with_context(|| format!("opening the control socket {}", path.display()))?,
+        ),
+        None => None,
+    };
     let _timer = timeout.map(|t| {
         let shared2 = shared.clone();
         let timer = h.timer(move || shared2.finish(vmm::outcome::Outcome::Timeout, None));

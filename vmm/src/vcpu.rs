@@ -41,6 +41,10 @@ pub struct ExitCounters {
     pub interrupted: AtomicU64,
     /// Everything else.
     pub other: AtomicU64,
+    /// RAM lookups that hit this vCPU's MRU hint (device emulation on this vCPU).
+    pub mru_hits: AtomicU64,
+    /// RAM lookups that missed it.
+    pub mru_misses: AtomicU64,
 }
 
 #[inline]

@@ -94,6 +94,8 @@ pub struct VmShared {
     pub pio: Bus,
     /// MMIO bus.
     pub mmio: Bus,
+    /// Guest RAM.
+    pub ram: Arc<RamList>,
     /// Exit counters, one per vCPU.
     pub exits: Vec<ExitCounters>,
     stop: AtomicBool,
@@ -193,6 +195,11 @@ impl VmShared {
             hook();
         }
         self.on_finish.lock().push(Box::new(hook));
+    }
+
+    /// The outcome's short name, once the run has ended.
+    pub fn outcome_name(&self) -> Option<&'static str> {
+        self.result.lock().as_ref().map(|(o, _)| o.name())
     }
 
     /// When the run started (process start for the binary).
@@ -409,6 +416,7 @@ impl Vm {
         }
 
         let shared = Arc::new(VmShared {
+            ram: ram.clone(),
             pio: Bus::new("pio", &rcu),
             mmio: Bus::new("mmio", &rcu),
             rcu,

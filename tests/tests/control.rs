@@ -1,0 +1,238 @@
+//! The control socket, driven as a client would: the protocol, bad input of every kind, several
+//! clients, and RAM and device hotplug under a running guest, many times in a row.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::{require_kvm, vmm_bin};
+
+struct Vmm {
+    child: Child,
+    sock: PathBuf,
+    dir: PathBuf,
+}
+
+impl Vmm {
+    fn start(cmdline: &str) -> Vmm {
+        let dir = std::env::temp_dir().join(format!(
+            "vmm-ctl-{}-{}",
+            std::process::id(),
+            cmdline.len() as u64 ^ Instant::now().elapsed().as_nanos() as u64
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("control.sock");
+        let child = Command::new(vmm_bin())
+            .args(["--timeout=90s", "--control"])
+            .arg(&sock)
+            .args(["--cmdline", cmdline, "--log"])
+            .arg(dir.join("serial.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Vmm { child, sock, dir }
+    }
+
+    fn serial(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serial.log"))
+            .unwrap_or_default()
+            .replace('\r', "")
+    }
+
+    fn wait(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap().code().unwrap_or(-1);
+        let out = self.serial();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (status, out)
+    }
+}
+
+struct Client {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        let s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Client {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        };
+        let greeting = c.line();
+        assert!(greeting.contains("\"QMP\""), "greeting: {greeting}");
+        c
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// Sends a request and returns its reply, skipping asynchronous events.
+    fn cmd(&mut self, req: &str) -> String {
+        self.send_raw(format!("{req}\n").as_bytes());
+        loop {
+            let l = self.line();
+            if !l.contains("\"event\"") {
+                return l;
+            }
+        }
+    }
+}
+
+#[test]
+fn protocol_and_bad_input() {
+    if !require_kvm() {
+        return;
+    }
+    let vm = Vmm::start("workload=hotplug cycles=1000");
+    let mut c = Client::connect(&vm.sock);
+    let r = c.cmd(r#"{"execute": "query-status", "id": 7}"#);
+    assert!(
+        r.contains(r#""status":"running""#) && r.contains(r#""id":7"#),
+        "{r}"
+    );
+    for (req, want) in [
+        ("this is not json", "malformed JSON"),
+        (r#"{"execute": "no-such-command"}"#, "CommandNotFound"),
+        (r#"{"execute": 42}"#, "must be a string"),
+        (r#"{"arguments": {}}"#, "expected"),
+        (
+            r#"{"execute": "ram-add", "arguments": []}"#,
+            "must be an object",
+        ),
+        (
+            r#"{"execute": "ram-add", "arguments": {"name": 1}}"#,
+            "must be a string",
+        ),
+        (
+            r#"{"execute": "ram-add", "arguments": {"name": "x", "gpa": "far", "size": 1}}"#,
+            "must be an integer",
+        ),
+        (
+            r#"{"execute": "ram-add", "arguments": {"name": "x", "gpa": 0, "size": 2097152}}"#,
+            "overlap",
+        ),
+        (
+            r#"{"execute": "ram-remove", "arguments": {"name": "ram-low"}}"#,
+            "cannot be removed",
+        ),
+        (
+            r#"{"execute": "device-remove", "arguments": {"port": 1016}}"#,
+            "not a hot-pluggable",
+        ),
+        (
+            r#"{"execute": "device-add", "arguments": {"port": 1016, "value": 1}}"#,
+            "overlaps",
+        ),
+    ] {
+        let r = c.cmd(req);
+        assert!(r.contains("\"error\"") && r.contains(want), "{req} -> {r}");
+    }
+    // Several clients at once.
+    let mut others: Vec<Client> = (0..4).map(|_| Client::connect(&vm.sock)).collect();
+    for o in &mut others {
+        assert!(o
+            .cmd(r#"{"execute": "query-rcu"}"#)
+            .contains("grace-periods"));
+    }
+    // A client that vanishes mid-request.
+    {
+        let mut gone = Client::connect(&vm.sock);
+        gone.send_raw(br#"{"execute": "query-sta"#);
+    }
+    // An oversized line: an error, then the connection is closed.
+    {
+        let mut big = Client::connect(&vm.sock);
+        let line = vec![b'x'; 200 * 1024];
+        let _ = big.w.write_all(&line);
+        let r = big.line();
+        assert!(r.contains("longer than"), "{r}");
+        assert_eq!(big.line(), "", "closed after the oversized line");
+    }
+    // The VMM and the guest are unharmed.
+    let r = c.cmd(r#"{"execute": "query-status"}"#);
+    assert!(r.contains(r#""status":"running""#), "{r}");
+    assert!(c.cmd(r#"{"execute": "pause"}"#).contains("return"));
+    assert!(c.cmd(r#"{"execute": "query-status"}"#).contains("paused"));
+    assert!(c.cmd(r#"{"execute": "resume"}"#).contains("return"));
+    assert!(c.cmd(r#"{"execute": "query-exits"}"#).contains("pio"));
+    assert!(c.cmd(r#"{"execute": "quit"}"#).contains("return"));
+    let (status, _) = vm.wait();
+    assert_eq!(status, 6, "quit -> stopped by the user");
+}
+
+fn wait_for(vm: &Vmm, needle: &str, count: usize) {
+    let t = Instant::now();
+    while vm.serial().matches(needle).count() < count {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "guest never printed '{needle}' {count} times:\n{}",
+            vm.serial()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn ram_and_device_hotplug_many_cycles_under_a_running_guest() {
+    if !require_kvm() {
+        return;
+    }
+    let cycles = 25;
+    let vm = Vmm::start(&format!("workload=hotplug cycles={cycles}"));
+    let mut c = Client::connect(&vm.sock);
+    wait_for(&vm, "hotplug: ready", 1);
+    for i in 0..cycles {
+        let pattern = 0x1000_0000_0000_0000u64 + i as u64 * 0x1111;
+        let r = c.cmd(&format!(
+            r#"{{"execute": "device-add", "arguments": {{"port": 1328, "value": {}}}}}"#,
+            0x5a00 + i
+        ));
+        assert!(r.contains("return"), "{r}");
+        let r = c.cmd(&format!(
+            r#"{{"execute": "ram-add", "arguments": {{"name": "hot", "gpa": 3758096384, "size": 2097152, "pattern": {pattern}}}}}"#
+        ));
+        assert!(r.contains("return"), "{r}");
+        wait_for(&vm, &format!("ram present pattern {pattern:#018x}"), 1);
+        wait_for(&vm, "device present", i + 1);
+        assert!(c
+            .cmd(r#"{"execute": "device-remove", "arguments": {"port": 1328}}"#)
+            .contains("return"));
+        if i + 1 < cycles {
+            assert!(c
+                .cmd(r#"{"execute": "ram-remove", "arguments": {"name": "hot"}}"#)
+                .contains("return"));
+            wait_for(&vm, "hotplug: ram absent", i + 1);
+            wait_for(&vm, "hotplug: device absent", i + 1);
+        }
+    }
+    // The last removal: the guest then completes its cycles and resets.
+    let r = c.cmd(r#"{"execute": "query-memory"}"#);
+    assert!(r.contains("\"hot\""), "{r}");
+    let _ = c.cmd(r#"{"execute": "ram-remove", "arguments": {"name": "hot"}}"#);
+    let (status, out) = vm.wait();
+    assert_eq!(status, 0, "{out}");
+    assert!(
+        out.contains(&format!("workload hotplug: ok ({cycles} cycles")),
+        "{out}"
+    );
+}
