@@ -16,6 +16,7 @@ pub mod guest_image;
 pub mod initramfs;
 mod kick;
 pub mod layout;
+pub mod lookup;
 pub mod memstat;
 pub mod mptable;
 pub mod outcome;

@@ -56,6 +56,10 @@ struct Cli {
     /// serial output goes only to --log).
     #[arg(long, value_name = "PATH")]
     result_json: Option<PathBuf>,
+    /// How the lookup device (the memory-lookup benchmark) translates guest addresses:
+    /// rcu, mutex, rwlock or vm-memory.
+    #[arg(long, default_value = "rcu")]
+    ram_lookup: vmm::lookup::LookupDesign,
     /// Serve the JSON control socket (QMP-like: query-status, pause, ram-add, ...) at PATH.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -174,6 +178,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         expect: cli.expect.clone(),
         log: cli.log.clone(),
         process_start: Some(process_start),
+        ram_lookup: cli.ram_lookup,
     };
     if cli.cpus > u8::MAX as u64 {
         anyhow::bail!(vmm::Error::Cpus {

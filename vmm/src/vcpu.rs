@@ -76,6 +76,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
     crate::kick::register(vcpu.get_kvm_run() as *mut _);
     let mut me = shared.rcu.register_qsbr();
     let counters = &shared.exits[id];
+    crate::lookup::VCPU_ID.with(|v| v.set(id));
     let mut state = State::Running;
     let mut first = id == 0;
     loop {

@@ -46,6 +46,8 @@ pub struct VmConfig {
     /// When the process started (times in the report count from here); `None`: from
     /// `Vm::new`.
     pub process_start: Option<Instant>,
+    /// How the lookup device translates guest addresses.
+    pub ram_lookup: crate::lookup::LookupDesign,
 }
 
 /// What a run produced.
@@ -97,7 +99,7 @@ pub struct VmShared {
     /// Guest RAM.
     pub ram: Arc<RamList>,
     /// Exit counters, one per vCPU.
-    pub exits: Vec<ExitCounters>,
+    pub exits: Arc<[ExitCounters]>,
     stop: AtomicBool,
     /// Read on every exit: an atomic load, never a lock.
     paused: AtomicBool,
@@ -393,6 +395,11 @@ impl Vm {
                 what: "registering guest memory with KVM",
                 source: std::io::Error::other(e.to_string()),
             })?;
+        let alt = crate::lookup::AltTables::new();
+        ram.add_listener(alt.clone()).map_err(|e| Error::Io {
+            what: "mirroring guest memory for the lookup designs",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let mem = ram.snapshot_owned();
         log::debug!(
             "memory slots registered: {:?} since start",
@@ -458,6 +465,16 @@ impl Vm {
         shared.pio.insert(0x505, 1, Arc::new(PvPanic::new(exit)))?;
         let counter = Arc::new(TestCounter::default());
         shared.pio.insert(0x510, 2, counter.clone())?;
+        shared.pio.insert(
+            0x520,
+            8,
+            Arc::new(crate::lookup::LookupDevice::new(
+                ram.clone(),
+                alt,
+                cfg.ram_lookup,
+                shared.exits.clone(),
+            )),
+        )?;
 
         // vCPUs.
         let base_cpuid = kvm

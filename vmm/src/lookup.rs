@@ -1,0 +1,298 @@
+//! The lookup device: the end-to-end memory-lookup benchmark's VMM side.
+//!
+//! The guest (`workload=lookup-bench`) hands over a descriptor naming a table of N
+//! guest-physical addresses (ports 0x520/0x524, see guest/README.md). The vCPU thread that
+//! takes the exit translates every address to a host address and reads the qword there —
+//! what device emulation does for a virtqueue — and writes back the sum, the failures and the
+//! nanoseconds it spent. `--ram-lookup` picks how addresses are translated, so the designs are
+//! compared in the same VMM on the same guest:
+//!
+//! - `rcu`: the RCU-published [`RamList`] with this vCPU's own MRU hint (no lock, no shared
+//!   write);
+//! - `mutex`: a `Mutex<Vec<_>>` walked linearly (QEMU before RCU);
+//! - `rwlock`: a parking_lot `RwLock<Vec<_>>` with binary search;
+//! - `vm-memory`: vm-memory's `GuestMemoryAtomic` (arc-swap inside) and `find_region`.
+//!
+//! The three alternative tables mirror the RamList through a [`MemoryListener`], so hot-added
+//! and removed blocks show up in every design. A block leaves them in `region_del`, before the
+//! RamList retires it; its memory is unmapped only after a grace period, which waits for any
+//! vCPU still inside an exit — so no design can read unmapped memory.
+
+use crate::vcpu::ExitCounters;
+use devices::BusDevice;
+use memory::{ListenerError, MemoryListener, MruHint, RamBlock, RamList};
+use parking_lot::{Mutex, RwLock};
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use vm_memory::{
+    GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress, MmapRegion,
+};
+
+/// Which translation design the lookup device uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LookupDesign {
+    /// The RCU RamList with a per-vCPU MRU hint.
+    #[default]
+    Rcu,
+    /// A mutex-guarded linear walk.
+    Mutex,
+    /// An RwLock-guarded binary search.
+    RwLock,
+    /// vm-memory's GuestMemoryAtomic.
+    VmMemory,
+}
+
+impl std::str::FromStr for LookupDesign {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rcu" => Ok(LookupDesign::Rcu),
+            "mutex" => Ok(LookupDesign::Mutex),
+            "rwlock" => Ok(LookupDesign::RwLock),
+            "vm-memory" => Ok(LookupDesign::VmMemory),
+            _ => Err(format!("'{s}': use rcu, mutex, rwlock or vm-memory")),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    gpa: u64,
+    size: u64,
+    host: usize,
+}
+
+impl Entry {
+    #[inline]
+    fn host_for(&self, gpa: u64, len: u64) -> Option<usize> {
+        let off = gpa.checked_sub(self.gpa)?;
+        (off.checked_add(len)? <= self.size).then(|| self.host + off as usize)
+    }
+}
+
+/// The alternative tables, kept equal to the RamList by its listener.
+pub struct AltTables {
+    mutex: Mutex<Vec<Entry>>,
+    rwlock: RwLock<Vec<Entry>>,
+    vmm: GuestMemoryAtomic<GuestMemoryMmap>,
+}
+
+impl AltTables {
+    /// Empty tables; register with [`RamList::add_listener`] to fill them.
+    pub fn new() -> Arc<AltTables> {
+        Arc::new(AltTables {
+            mutex: Mutex::new(Vec::new()),
+            rwlock: RwLock::new(Vec::new()),
+            vmm: GuestMemoryAtomic::new(GuestMemoryMmap::default()),
+        })
+    }
+
+    fn rebuild_vm_memory(&self, entries: &[Entry]) {
+        let mut regions = Vec::new();
+        for e in entries {
+            // SAFETY: the block's mapping is live for `size` bytes until region_del removes it
+            // from these tables; a raw region does not unmap on drop.
+            let r = unsafe {
+                MmapRegion::build_raw(
+                    e.host as *mut u8,
+                    e.size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                )
+            };
+            if let Some(region) = r
+                .ok()
+                .and_then(|m| GuestRegionMmap::new(m, GuestAddress(e.gpa)))
+            {
+                regions.push(Arc::new(region));
+            }
+        }
+        let mem = GuestMemoryMmap::from_arc_regions(regions).unwrap_or_default();
+        self.vmm
+            .lock()
+            .expect("GuestMemoryAtomic lock")
+            .replace(mem);
+    }
+}
+
+impl MemoryListener for AltTables {
+    fn region_add(&self, block: &RamBlock) -> Result<(), ListenerError> {
+        let e = Entry {
+            gpa: block.gpa(),
+            size: block.size(),
+            host: block.host_ptr() as usize,
+        };
+        let mut m = self.mutex.lock();
+        m.push(e);
+        m.sort_by_key(|e| e.gpa);
+        *self.rwlock.write() = m.clone();
+        self.rebuild_vm_memory(&m);
+        Ok(())
+    }
+
+    fn region_del(&self, block: &RamBlock) {
+        let mut m = self.mutex.lock();
+        m.retain(|e| e.gpa != block.gpa());
+        *self.rwlock.write() = m.clone();
+        self.rebuild_vm_memory(&m);
+    }
+}
+
+thread_local! {
+    /// The vCPU's own MRU hint (each vCPU thread is one reader).
+    static HINT: Cell<MruHint> = const { Cell::new(MruHint::new()) };
+    /// The vCPU this thread runs (set by the vCPU loop).
+    pub(crate) static VCPU_ID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The lookup device at ports 0x520 (descriptor gpa, low dword) and 0x524 (high dword: go).
+pub struct LookupDevice {
+    ram: Arc<RamList>,
+    alt: Arc<AltTables>,
+    design: LookupDesign,
+    counters: Arc<[ExitCounters]>,
+    low: Mutex<u32>,
+}
+
+/// Descriptor layout (guest/README.md).
+const D_TABLE: u64 = 0;
+const D_COUNT: u64 = 8;
+const D_SUM: u64 = 16;
+const D_FAILED: u64 = 24;
+const D_NS: u64 = 32;
+/// The most addresses one descriptor may name (bounds the time one exit can take).
+pub const MAX_LOOKUPS: u32 = 1 << 20;
+
+impl LookupDevice {
+    /// A device translating through `design`.
+    pub fn new(
+        ram: Arc<RamList>,
+        alt: Arc<AltTables>,
+        design: LookupDesign,
+        counters: Arc<[ExitCounters]>,
+    ) -> Self {
+        LookupDevice {
+            ram,
+            alt,
+            design,
+            counters,
+            low: Mutex::new(0),
+        }
+    }
+
+    #[inline]
+    fn read_host(host: usize) -> u64 {
+        // SAFETY: `host` was translated from a guest address whose 8 bytes lie inside one live
+        // RAM block (checked by every design); the mapping outlives this exit (see the module
+        // docs). Volatile and unaligned: guest memory may change under us.
+        u64::from_le_bytes(unsafe { (host as *const [u8; 8]).read_volatile() })
+    }
+
+    fn run(&self, desc: u64) {
+        let rcu = self.ram.domain().clone();
+        let guard = rcu.read_lock();
+        let snap = self.ram.snapshot(&guard);
+        let (Ok(table), Ok(count)) = (
+            snap.read_val::<u64>(desc.wrapping_add(D_TABLE)),
+            snap.read_val::<u32>(desc.wrapping_add(D_COUNT)),
+        ) else {
+            return; // a descriptor outside RAM: nothing to answer
+        };
+        let count = count.min(MAX_LOOKUPS);
+        let t = Instant::now();
+        let mut sum = 0u64;
+        let mut failed = 0u32;
+        let mut hint = HINT.with(|h| h.get());
+        let (h0, m0) = (hint.hits(), hint.misses());
+        // The table itself, as one host range when it lies in one block (as a virtqueue's
+        // ring does); otherwise entry by entry.
+        let mut table_hint = MruHint::new();
+        let table_host = snap
+            .translate(&mut table_hint, table, count as usize * 8)
+            .ok()
+            .map(|r| r.host_ptr() as usize);
+        for i in 0..count as u64 {
+            let entry = match table_host {
+                Some(base) => Some(Self::read_host(base + i as usize * 8)),
+                None => snap.read_val::<u64>(table.wrapping_add(i * 8)).ok(),
+            };
+            let Some(gpa) = entry else {
+                failed += 1;
+                continue;
+            };
+            let host = match self.design {
+                LookupDesign::Rcu => snap
+                    .translate(&mut hint, gpa, 8)
+                    .ok()
+                    .map(|r| r.host_ptr() as usize),
+                LookupDesign::Mutex => {
+                    let m = self.alt.mutex.lock();
+                    m.iter().find_map(|e| e.host_for(gpa, 8))
+                }
+                LookupDesign::RwLock => {
+                    let m = self.alt.rwlock.read();
+                    let i = m.partition_point(|e| e.gpa <= gpa);
+                    i.checked_sub(1).and_then(|i| m[i].host_for(gpa, 8))
+                }
+                LookupDesign::VmMemory => {
+                    let mem = self.alt.vmm.memory();
+                    mem.find_region(GuestAddress(gpa)).and_then(|r| {
+                        let off = gpa - r.start_addr().0;
+                        if off.checked_add(8)? > r.len() {
+                            return None;
+                        }
+                        r.get_host_address(MemoryRegionAddress(off))
+                            .ok()
+                            .map(|p| p as usize)
+                    })
+                }
+            };
+            match host {
+                Some(h) => sum = sum.wrapping_add(Self::read_host(h)),
+                None => failed += 1,
+            }
+        }
+        let ns = t.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        HINT.with(|h| h.set(hint));
+        let _ = snap.write_val(desc.wrapping_add(D_SUM), sum);
+        let _ = snap.write_val(desc.wrapping_add(D_FAILED), failed);
+        let _ = snap.write_val(desc.wrapping_add(D_NS), ns);
+        if let Some(c) = self.counters.get(VCPU_ID.with(|v| v.get())) {
+            // Only this vCPU writes its counters: a load and a store, no shared RMW.
+            let add = |a: &std::sync::atomic::AtomicU64, n: u64| {
+                a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed)
+            };
+            add(&c.mru_hits, hint.hits() - h0);
+            add(&c.mru_misses, hint.misses() - m0);
+        }
+    }
+}
+
+impl BusDevice for LookupDevice {
+    fn name(&self) -> &str {
+        "lookup"
+    }
+
+    fn read(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        let mut v = [0u8; 4];
+        for (d, s) in v.iter_mut().zip(data) {
+            *d = *s;
+        }
+        let v = u32::from_le_bytes(v);
+        match offset {
+            0 => *self.low.lock() = v,
+            4 => {
+                let desc = ((v as u64) << 32) | *self.low.lock() as u64;
+                self.run(desc);
+            }
+            _ => {}
+        }
+    }
+}
