@@ -19,8 +19,16 @@
 //!   of loop CPU.
 //!
 //! `<design>` is `rcu` or `mutex`, suffixed `+writer` when the churn thread runs. Both loops'
-//! handlers do the same work (one `read`, one counter increment). Summarize with
-//! `python3 iohandler/benches/table.py` (reads `target/criterion`).
+//! handlers do the same work (one `read`, one counter increment). The Mutex loop has no BQL,
+//! no timers and no bottom halves: the RCU loop pays for those on every round too.
+//!
+//! After the criterion groups, `paired` measures the same two things with the designs
+//! interleaved (one RCU ping, one Mutex ping, ...; both loops, and both churn threads in the
+//! writer rows, alive at once), so that the shared machine's changing load hits both alike,
+//! and prints a markdown table of medians and ratios: the numbers to compare. The per-design
+//! criterion results are summarized by `python3 iohandler/benches/table.py`.
+//!
+//! Run: `cargo bench -p iohandler --bench dispatch` (about 3 minutes).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use iohandler::MainLoop;

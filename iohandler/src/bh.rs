@@ -149,9 +149,9 @@ impl Shared {
                     res
                 }
             };
-            self.counters.bh_runs.fetch_add(1, Ordering::Relaxed);
+            crate::mainloop::bump(&self.counters.bh_runs, 1);
             if let Err(p) = res {
-                self.counters.bh_panics.fetch_add(1, Ordering::Relaxed);
+                crate::mainloop::bump(&self.counters.bh_panics, 1);
                 log::error!(
                     "a main-loop bottom half panicked ({}); it was disabled, the loop goes on",
                     crate::panic_message(&*p)

@@ -33,7 +33,7 @@
 //! # Why a removed handler cannot run
 //!
 //! Dispatch finds handlers with no lock: the loop is a QSBR reader, and epoll's token for a
-//! handler leads, through an RCU-published index, to the handler's record (see [`handlers`]).
+//! handler leads, through an RCU-published index, to the handler's record (see `src/handlers.rs`).
 //! Three properties make removal safe from any thread, with or without the BQL:
 //!
 //! 1. **Not called after removal returns**: every call passes through the record's
@@ -107,7 +107,7 @@ pub mod bql;
 mod error;
 pub mod gate;
 #[cfg(not(loom))]
-pub mod handlers;
+mod handlers;
 #[cfg(not(loom))]
 mod mainloop;
 #[cfg(not(loom))]

@@ -32,6 +32,13 @@ pub(crate) struct Counters {
     pub(crate) handler_records: AtomicUsize,
 }
 
+/// Bumps a counter that only the loop thread writes: a load and a store, no locked
+/// read-modify-write on the dispatch path (readers of `stats()` see a recent value).
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+}
+
 /// A snapshot of the loop's counters, from [`LoopHandle::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoopStats {
@@ -181,11 +188,11 @@ impl Shared {
     fn dispatch(&self, ev: &mio::event::Event, me: &QsbrThread) {
         let token = ev.token().0 as u64;
         let Some(h) = self.slots.get((token & SLOT_MASK) as usize, me) else {
-            self.counters.stale_events.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.stale_events, 1);
             return;
         };
         if h.token != token {
-            self.counters.stale_events.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.stale_events, 1);
             return;
         }
         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
@@ -207,9 +214,7 @@ impl Shared {
         // The gate: a handler removed before this point (by any thread) is not called; a
         // remover racing with this call waits until it returns. See `gate`.
         if !h.gate.enter(0) {
-            self.counters
-                .skipped_removed
-                .fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.skipped_removed, 1);
             return;
         }
         let res = match cb.try_lock() {
@@ -217,7 +222,7 @@ impl Shared {
             None => Ok(()), // unreachable: only this thread calls handlers, never re-entrantly
         };
         h.gate.exit();
-        self.counters.handler_calls.fetch_add(1, Ordering::Relaxed);
+        bump(&self.counters.handler_calls, 1);
         if let Err(p) = res {
             log::error!(
                 "the {which} handler of fd {} panicked ({}); the handler was removed (the fd \
@@ -226,7 +231,7 @@ impl Shared {
                 crate::panic_message(&*p)
             );
             self.remove_token(h.fd, h.token);
-            self.counters.handler_panics.fetch_add(1, Ordering::Relaxed);
+            bump(&self.counters.handler_panics, 1);
         }
     }
 
@@ -488,7 +493,7 @@ impl MainLoop {
             }
             // Kicks from here on wake the next poll.
             sh.kick_pending.swap(false, Ordering::SeqCst);
-            sh.counters.rounds.fetch_add(1, Ordering::Relaxed);
+            bump(&sh.counters.rounds, 1);
             let mut n = 0;
             for ev in self.events.iter() {
                 if ev.token() == WAKER {
@@ -498,7 +503,7 @@ impl MainLoop {
                 sh.dispatch(ev, me);
                 bql.yield_to_waiters(|relock| me.offline_while(relock));
             }
-            sh.counters.events.fetch_add(n, Ordering::Relaxed);
+            bump(&sh.counters.events, n);
             sh.run_timers(&mut timer_scratch, || {
                 bql.yield_to_waiters(|relock| me.offline_while(relock));
             });

@@ -201,8 +201,13 @@ impl Shared {
         mut between: impl FnMut(),
     ) {
         scratch.clear();
-        let now = Instant::now();
-        self.timers.lock().pop_due(now, scratch);
+        {
+            let mut q = self.timers.lock();
+            if q.by_deadline.is_empty() {
+                return;
+            }
+            q.pop_due(Instant::now(), scratch);
+        }
         for (t, epoch) in scratch.drain(..) {
             if !t.gate.enter(epoch) {
                 continue;
@@ -212,9 +217,9 @@ impl Shared {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut **cb))
             };
             t.gate.exit();
-            self.counters.timer_fires.fetch_add(1, Ordering::Relaxed);
+            crate::mainloop::bump(&self.counters.timer_fires, 1);
             if let Err(p) = res {
-                self.counters.timer_panics.fetch_add(1, Ordering::Relaxed);
+                crate::mainloop::bump(&self.counters.timer_panics, 1);
                 t.dead.store(true, Ordering::Relaxed);
                 self.timers.lock().remove(t.id);
                 t.gate.close();
