@@ -46,6 +46,7 @@ def main():
     print(f"| VMM RSS at exit | {med(seq, 'rss_kib') / 1024:.2f} MiB |")
     print(f"| guest memory the guest touched | {med(seq, 'guest_resident_kib') / 1024:.2f} MiB |")
     print(f"| VMM overhead (RSS - guest touched) | {med(seq, 'vmm_overhead_kib') / 1024:.2f} MiB |")
+    print(f"| of which private (anonymous RSS - guest touched) | {med(seq, 'vmm_private_overhead_kib') / 1024:.2f} MiB |")
 
     t = time.monotonic()
     with ThreadPoolExecutor(max_workers=par) as ex:
@@ -59,6 +60,7 @@ def main():
     print(f"| total wall time for all {par} | {total:.0f} ms |")
     print(f"| median process start to marker | {med(rs, 'time_to_marker_ms'):.1f} ms |")
     print(f"| max VMM overhead per VM | {max(r['vmm_overhead_kib'] for r in rs) / 1024:.2f} MiB |")
+    print(f"| max private VMM overhead per VM | {max(r['vmm_private_overhead_kib'] for r in rs) / 1024:.2f} MiB |")
     print(f"| max RSS per VM | {max(r['rss_kib'] for r in rs) / 1024:.2f} MiB |")
 
 

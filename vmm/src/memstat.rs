@@ -4,17 +4,28 @@
 
 use memory::RamSnapshot;
 
-/// VmRSS of this process in KiB (0 if /proc is unavailable).
-pub fn rss_kib() -> u64 {
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// VmRSS of this process in KiB (0 if /proc is unavailable).
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// The anonymous (private, not file-backed) part of the RSS in KiB: guest RAM the guest
+/// touched plus the VMM's own heap and stacks. The rest of the RSS is the binary's and the
+/// C library's pages, shared by every VMM process on the host.
+pub fn anon_kib() -> u64 {
+    status_kib("RssAnon:")
 }
 
 /// Resident KiB of all guest RAM blocks.

@@ -75,6 +75,8 @@ pub struct RunReport {
     pub rss_kib: u64,
     /// How much of that is guest memory the guest touched, in KiB.
     pub guest_resident_kib: u64,
+    /// The anonymous part of the RSS in KiB (see [`crate::memstat::anon_kib`]).
+    pub anon_kib: u64,
 }
 
 thread_local! {
@@ -625,6 +627,7 @@ impl Running {
         }
         serial.flush();
         let rss_kib = crate::memstat::rss_kib();
+        let anon_kib = crate::memstat::anon_kib();
         let guest_resident_kib = crate::memstat::resident_kib(&ram.snapshot_owned());
         // vCPU fds are closed (their threads ended); now the VM, then the memory.
         drop(vm);
@@ -660,6 +663,7 @@ impl Running {
             unassigned_mmio: (mmio.unassigned_reads, mmio.unassigned_writes),
             rss_kib,
             guest_resident_kib,
+            anon_kib,
         }
     }
 }
