@@ -69,6 +69,7 @@ fn setup() -> Option<(Vm, Guest)> {
         expect: None,
         log: None,
         process_start: None,
+        ram_lookup: Default::default(),
     };
     let vm = Vm::new(cfg).expect("setting up the VM for the Debian kernel");
     Some((vm, g))
