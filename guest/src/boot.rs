@@ -180,7 +180,7 @@ pub struct Options<'a> {
     pub rounds: Option<&'a [u8]>,
     /// The value of `cycles=` as written (hotplug's RAM cycles).
     pub cycles: Option<&'a [u8]>,
-    /// `cpus=`: where smoke finds the CPUs.
+    /// `cpus=`: where smoke and lookup-bench find the CPUs.
     pub cpus: CpuSource<'a>,
 }
 

@@ -247,14 +247,7 @@ fn report_initrd(zp: &[u8]) -> bool {
 }
 
 fn smoke(workload: &Workload<'_>, opts: &Options<'_>, zp: &[u8], initrd_ok: bool) -> ! {
-    let (online, listed) = match opts.cpus {
-        CpuSource::Mp => start_cpus_mp(),
-        CpuSource::Acpi => start_cpus_acpi(workload, zp),
-        CpuSource::Unknown(v) => fail(
-            workload,
-            format_args!("cpus={} is neither mp nor acpi", Printable(v)),
-        ),
-    };
+    let (online, listed) = start_cpus(workload, opts, zp);
     if !initrd_ok {
         fail(workload, format_args!("initrd outside usable RAM"));
     }
@@ -262,6 +255,20 @@ fn smoke(workload: &Workload<'_>, opts: &Options<'_>, zp: &[u8], initrd_ok: bool
         fail(workload, format_args!("{online} of {listed} cpus online"));
     }
     finish(workload)
+}
+
+/// Starts the CPUs that `cpus=` names (the MP table's or the MADT's), printing the `mp:` or
+/// `acpi:` line and the `cpu` lines; fails the workload on a bad `cpus=` value or a bad ACPI
+/// table. Returns (online, listed).
+fn start_cpus(workload: &Workload<'_>, opts: &Options<'_>, zp: &[u8]) -> (usize, usize) {
+    match opts.cpus {
+        CpuSource::Mp => start_cpus_mp(),
+        CpuSource::Acpi => start_cpus_acpi(workload, zp),
+        CpuSource::Unknown(v) => fail(
+            workload,
+            format_args!("cpus={} is neither mp nor acpi", Printable(v)),
+        ),
+    }
 }
 
 /// `cpus=mp`: the `mp:` line, then the CPUs of the MP table started. Returns (online, listed).

@@ -7,12 +7,15 @@
 //! for the AP to print its line.
 //! Waiting uses the TSC as a monotonic counter only (about 2.6 GHz on the PVM hosts; rdtsc
 //! traps there, so each poll costs microseconds, which is fine).
+//!
+//! An AP halts after reporting, unless the workload called [`hold_aps`] before starting the
+//! CPUs: then it spins until [`release_aps`] names a job, runs it, and halts.
 
 use crate::arch::{halt, pause, rdmsr, rdtsc, read_cr3};
 use crate::mp::Processor;
 use crate::println;
 use core::ptr::{addr_of, read_volatile, write_volatile};
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 /// Where the trampoline runs: SIPI vector 0x08. Below 1 MiB, in the VMM's usable e820 RAM,
 /// clear of the zero page (0x7000) and the boot page tables (0x9000).
@@ -57,6 +60,23 @@ const NO_CPU: u16 = u16::MAX;
 static STATE: [AtomicU8; 256] = [const { AtomicU8::new(STATE_NONE) }; 256];
 /// Per APIC ID: the CPU number the BSP gave it (`NO_CPU` if none).
 static CPU_NUMBER: [AtomicU16; 256] = [const { AtomicU16::new(NO_CPU) }; 256];
+
+/// Whether an AP waits for a job after reporting (set by [`hold_aps`]) instead of halting.
+static HOLD_APS: AtomicBool = AtomicBool::new(false);
+/// The job held APs run: [`JOB_NONE`] until [`release_aps`].
+static AP_JOB: AtomicU8 = AtomicU8::new(JOB_NONE);
+
+/// No job yet: held APs keep waiting.
+const JOB_NONE: u8 = 0;
+/// A job for held APs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ApJob {
+    /// Halt.
+    Halt = 1,
+    /// `lookup-bench`'s per-CPU part ([`crate::lookup::ap_main`]).
+    LookupBench = 2,
+}
 
 extern "C" {
     static ap_trampoline_start: u8;
@@ -208,16 +228,46 @@ pub fn start_all(processors: &[Processor], source: &str) -> (usize, usize) {
     (online, listed)
 }
 
-/// An AP's Rust entry (from entry.s `ap_entry64`, on its own stack): reports in and halts.
+/// Makes the APs that [`start_all`] starts wait for a job after reporting, instead of
+/// halting. Call before `start_all`; every held AP spins (on PVM: in KVM's emulator, a host
+/// CPU's worth) until [`release_aps`].
+pub fn hold_aps() {
+    HOLD_APS.store(true, Ordering::Release);
+}
+
+/// Gives the held APs their job (once; anything it needs must be written before this call).
+pub fn release_aps(job: ApJob) {
+    AP_JOB.store(job as u8, Ordering::Release);
+}
+
+/// The job a held AP waits for.
+fn wait_for_job() -> u8 {
+    loop {
+        match AP_JOB.load(Ordering::Acquire) {
+            JOB_NONE => pause(),
+            job => return job,
+        }
+    }
+}
+
+/// An AP's Rust entry (from entry.s `ap_entry64`, on its own stack): reports in, runs the job
+/// it is given if the workload holds the APs, and halts.
 #[no_mangle]
 pub extern "C" fn ap_main(_slot: u32) -> ! {
     let apic_id = Lapic::current().id();
     let state = &STATE[usize::from(apic_id)];
     state.store(STATE_ALIVE, Ordering::Release);
-    match CPU_NUMBER[usize::from(apic_id)].load(Ordering::Acquire) {
+    let cpu = CPU_NUMBER[usize::from(apic_id)].load(Ordering::Acquire);
+    match cpu {
         NO_CPU => println!("cpu ?: online (apic id {apic_id}), not one the BSP started"),
         cpu => println!("cpu {cpu}: online (apic id {apic_id})"),
     }
     state.store(STATE_REPORTED, Ordering::Release);
+    if HOLD_APS.load(Ordering::Acquire)
+        && cpu != NO_CPU
+        && wait_for_job() == ApJob::LookupBench as u8
+    {
+        crate::lookup::ap_main(usize::from(cpu));
+    }
     halt()
 }

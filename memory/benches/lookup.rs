@@ -1,7 +1,9 @@
 //! Guest-physical -> host-virtual lookup: the RCU `RamList` against the designs it replaces.
 //!
 //! Every variant translates a stream of guest addresses (4096 precomputed, cycled) to host
-//! addresses and folds them into a local sink, so they all pay the same loop overhead.
+//! addresses and folds them into a local sink, so they all pay the same loop overhead. Time is
+//! the measuring thread's CPU time (the machine is shared and often loaded; wall-clock time
+//! would count the time spent waiting for a CPU).
 //! Blocks are 64 KiB, one every 1 MiB. Variants:
 //!
 //! - `floor-bsearch`: unsynchronized binary search over a plain slice (the floor);
@@ -42,6 +44,48 @@ const QS_EVERY: usize = 256;
 
 fn block_gpa(i: usize) -> u64 {
     STRIDE * (i as u64 + 1)
+}
+
+/// The measuring thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): on a shared, loaded machine
+/// wall-clock time would also count the time the thread waits for a CPU.
+struct CpuClock(Duration);
+
+impl CpuClock {
+    fn now() -> CpuClock {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec through the valid pointer we pass.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+        CpuClock(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+
+    fn elapsed(&self) -> Duration {
+        CpuClock::now().0.saturating_sub(self.0)
+    }
+}
+
+/// Pins the calling thread to `cpus` (all CPUs if empty). In the 2-thread scenarios the two
+/// readers get a CPU each, so that when both run they run at the same time (otherwise the
+/// scheduler may time-share them on one CPU of this busy 2-CPU machine, and no contention
+/// would be measured). Best effort: ignored where it fails.
+fn pin_to(cpus: &[usize]) {
+    let n = thread::available_parallelism().map_or(1, |n| n.get());
+    let all: Vec<usize> = (0..n).collect();
+    let cpus = if cpus.is_empty() { &all[..] } else { cpus };
+    // SAFETY: cpu_set_t is a plain bit array (all-zero is the empty set); CPU_ZERO/CPU_SET only
+    // write inside it (CPU numbers are below available_parallelism, far below CPU_SETSIZE);
+    // sched_setaffinity(0, ..) reads it and affects only the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cpus {
+            libc::CPU_SET(c % n, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -273,7 +317,7 @@ impl Setup {
         let elapsed = match v {
             Variant::FloorBsearch => {
                 let t = black_box(&self.table[..]);
-                let start = Instant::now();
+                let start = CpuClock::now();
                 for i in 0..iters {
                     let gpa = addrs[i & mask];
                     if let Some(j) = bsearch(t, gpa) {
@@ -285,7 +329,7 @@ impl Setup {
             Variant::FloorMru => {
                 let t = black_box(&self.table[..]);
                 let mut hint = 0usize;
-                let start = Instant::now();
+                let start = CpuClock::now();
                 for i in 0..iters {
                     let gpa = addrs[i & mask];
                     let hit = t
@@ -304,7 +348,7 @@ impl Setup {
             Variant::RcuQsbr => {
                 let mut me = self.rcu.register_qsbr();
                 let mut hint = MruHint::new();
-                let start = Instant::now();
+                let start = CpuClock::now();
                 let mut i = 0;
                 while i < iters {
                     let end = (i + QS_EVERY).min(iters);
@@ -323,7 +367,7 @@ impl Setup {
             }
             Variant::RcuGuard => {
                 let mut hint = MruHint::new();
-                let start = Instant::now();
+                let start = CpuClock::now();
                 for i in 0..iters {
                     let gpa = addrs[i & mask];
                     let g = self.rcu.read_lock();
@@ -335,7 +379,7 @@ impl Setup {
             }
             Variant::RcuSharedHint => {
                 let mut me = self.rcu.register_qsbr();
-                let start = Instant::now();
+                let start = CpuClock::now();
                 let mut i = 0;
                 while i < iters {
                     let end = (i + QS_EVERY).min(iters);
@@ -351,7 +395,7 @@ impl Setup {
                 start.elapsed()
             }
             Variant::MutexWalk => {
-                let start = Instant::now();
+                let start = CpuClock::now();
                 for i in 0..iters {
                     let gpa = addrs[i & mask];
                     let t = self.mutex.lock().unwrap();
@@ -362,7 +406,7 @@ impl Setup {
                 start.elapsed()
             }
             Variant::RwLockBsearch => {
-                let start = Instant::now();
+                let start = CpuClock::now();
                 for i in 0..iters {
                     let gpa = addrs[i & mask];
                     let t = self.rwlock.read();
@@ -373,7 +417,7 @@ impl Setup {
                 start.elapsed()
             }
             Variant::VmMemoryAtomic => {
-                let start = Instant::now();
+                let start = CpuClock::now();
                 for i in 0..iters {
                     let gpa = addrs[i & mask];
                     let m = self.gma.memory();
@@ -438,9 +482,18 @@ fn scenarios() -> Vec<Scenario> {
 /// Background threads for a scenario: the second reader and/or the writer.
 struct Background {
     stop: Arc<AtomicBool>,
-    handles: Vec<thread::JoinHandle<()>>,
+    readers: Vec<thread::JoinHandle<Duration>>,
+    writer: Option<thread::JoinHandle<()>>,
     writes: Arc<AtomicUsize>,
     started: Instant,
+}
+
+/// What the background threads did while a variant was measured.
+struct Extra {
+    /// The second reader's CPU time / wall time (did it really run alongside?).
+    bg_share: Option<f64>,
+    /// Writer operations per second.
+    writer_rate: Option<f64>,
 }
 
 impl Background {
@@ -448,19 +501,22 @@ impl Background {
         let started = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
         let writes = Arc::new(AtomicUsize::new(0));
-        let mut handles = Vec::new();
+        let mut readers = Vec::new();
         for t in 1..sc.threads {
             let (setup, stop) = (setup.clone(), stop.clone());
             let addrs = addresses(sc.pattern, sc.nblocks, t);
-            handles.push(thread::spawn(move || {
+            readers.push(thread::spawn(move || {
+                pin_to(&[t]);
+                let mut cpu = Duration::ZERO;
                 while !stop.load(Ordering::Relaxed) {
-                    setup.run(v, &addrs, 200_000);
+                    cpu += setup.run(v, &addrs, 200_000);
                 }
+                cpu
             }));
         }
-        if sc.writer {
+        let writer = sc.writer.then(|| {
             let (setup, stop, writes) = (setup.clone(), stop.clone(), writes.clone());
-            handles.push(thread::spawn(move || {
+            thread::spawn(move || {
                 let mut rng = Rng(7);
                 let mut next = Instant::now();
                 let mut gen = 1;
@@ -477,27 +533,62 @@ impl Background {
                         next = now;
                     }
                 }
-            }));
-        }
+            })
+        });
         // Let the background threads get going before measuring.
-        if !handles.is_empty() {
+        if sc.threads > 1 || sc.writer {
             thread::sleep(Duration::from_millis(20));
         }
         Background {
             stop,
-            handles,
+            readers,
+            writer,
             writes,
             started,
         }
     }
 
-    fn stop(self) -> Option<f64> {
+    fn stop(self) -> Extra {
         self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
-            h.join().unwrap();
+        let wall = self.started.elapsed().as_secs_f64();
+        let mut cpu = Duration::ZERO;
+        let n = self.readers.len();
+        for h in self.readers {
+            cpu += h.join().unwrap();
         }
-        let n = self.writes.load(Ordering::Relaxed);
-        (n > 0).then(|| n as f64 / self.started.elapsed().as_secs_f64())
+        if let Some(w) = self.writer {
+            w.join().unwrap();
+        }
+        let writes = self.writes.load(Ordering::Relaxed);
+        Extra {
+            bg_share: (n > 0).then(|| cpu.as_secs_f64() / n as f64 / wall),
+            writer_rate: (writes > 0).then(|| writes as f64 / wall),
+        }
+    }
+}
+
+/// Records `extra` beside criterion's estimates, for the report.
+fn save_extra(group: &str, v: Variant, main_share: f64, extra: &Extra) {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("criterion")
+        .join(group)
+        .join(v.name());
+    let mut text = format!("main_share={main_share:.3}\n");
+    if let Some(s) = extra.bg_share {
+        text += &format!("bg_share={s:.3}\n");
+    }
+    if let Some(r) = extra.writer_rate {
+        text += &format!("writer_rate={r:.0}\n");
+    }
+    eprintln!(
+        "  {group}/{}: {}",
+        v.name(),
+        text.trim().replace('\n', ", ")
+    );
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("lookup-extra.txt"), text);
     }
 }
 
@@ -518,12 +609,21 @@ fn bench_lookup(c: &mut Criterion) {
             if sc.writer && !v.synchronized() {
                 continue;
             }
+            if sc.threads > 1 {
+                pin_to(&[0]);
+            }
             let bg = Background::start(&setup, sc, v);
+            let (cpu0, wall0) = (CpuClock::now(), Instant::now());
             group.bench_function(v.name(), |b| {
                 b.iter_custom(|iters| setup.run(v, &addrs, iters))
             });
-            if let Some(rate) = bg.stop() {
-                eprintln!("  ({} writer: {rate:.0} replacements/s)", v.name());
+            let wall = wall0.elapsed().as_secs_f64();
+            let main_share = cpu0.elapsed().as_secs_f64() / wall;
+            let extra = bg.stop();
+            pin_to(&[]);
+            // A benchmark filtered out on the command line returns at once: nothing to record.
+            if wall > 0.2 {
+                save_extra(&sc.name(), v, main_share, &extra);
             }
         }
         group.finish();

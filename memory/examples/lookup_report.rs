@@ -33,6 +33,9 @@ const COLORS: [&str; 8] = [
 /// scenario -> variant -> median ns
 type Results = BTreeMap<String, BTreeMap<String, f64>>;
 
+/// scenario -> variant -> the bench's `lookup-extra.txt` (key=value lines)
+type Extras = BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>;
+
 /// The `point_estimate` of `key` in a criterion estimates.json.
 fn estimate(json: &str, key: &str) -> Option<f64> {
     let at = json.find(&format!("\"{key}\""))?;
@@ -45,10 +48,11 @@ fn estimate(json: &str, key: &str) -> Option<f64> {
     num.parse().ok()
 }
 
-fn read(dir: &Path) -> Results {
+fn read(dir: &Path) -> (Results, Extras) {
     let mut out = Results::new();
+    let mut extras = Extras::new();
     let Ok(groups) = fs::read_dir(dir) else {
-        return out;
+        return (out, extras);
     };
     for g in groups.flatten() {
         let name = g.file_name().to_string_lossy().into_owned();
@@ -65,9 +69,59 @@ fn read(dir: &Path) -> Results {
                     .or_default()
                     .insert(v.to_string(), ns);
             }
+            let f = g.path().join(v).join("lookup-extra.txt");
+            if let Ok(text) = fs::read_to_string(&f) {
+                let kv = text
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+                    .collect();
+                extras
+                    .entry(scenario.to_string())
+                    .or_default()
+                    .insert(v.to_string(), kv);
+            }
         }
     }
-    out
+    (out, extras)
+}
+
+/// For the 2-thread and writer scenarios: how much of the time the threads really ran.
+fn concurrency(r: &Results, x: &Extras) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n### Background threads\n\nThe machine is shared: per variant, the share of wall \
+         time the measuring thread / the second reader spent on a CPU, and the writer's rate \
+         (replacements per second).\n"
+    );
+    let _ = writeln!(md, "| scenario | {} |", VARIANTS.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(VARIANTS.len()));
+    for s in order(r) {
+        if !s.starts_with("t2") && !s.ends_with("-writer") {
+            continue;
+        }
+        let mut row = format!("| {s} |");
+        for v in VARIANTS {
+            let Some(e) = x.get(&s).and_then(|m| m.get(v)) else {
+                row.push_str(" – |");
+                continue;
+            };
+            let mut cell = Vec::new();
+            if let Some(m) = e.get("main_share") {
+                let b = e
+                    .get("bg_share")
+                    .map_or(String::new(), |b| format!("/{:.0}%", b * 100.0));
+                cell.push(format!("{:.0}%{b}", m * 100.0));
+            }
+            if let Some(w) = e.get("writer_rate") {
+                cell.push(format!("{w:.0}/s"));
+            }
+            let _ = write!(row, " {} |", cell.join(", "));
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    md
 }
 
 /// Scenarios in a readable order: threads, writer, blocks, pattern.
@@ -187,7 +241,7 @@ fn svg(r: &Results) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{left}" y="18" font-size="13" font-weight="bold">gpa -> hva lookup, ns per lookup on the measuring thread (median, log scale)</text>"#
+        r#"<text x="{left}" y="18" font-size="13" font-weight="bold">gpa → hva lookup: ns per lookup, CPU time of the measuring thread (median, log scale)</text>"#
     );
     for (i, v) in VARIANTS.iter().enumerate() {
         let lx = left + (i % 4) as f64 * 150.0;
@@ -249,7 +303,7 @@ fn main() {
                 .unwrap_or_else(|| manifest.join("..").join("target"))
                 .join("criterion")
         });
-    let r = read(&dir);
+    let (r, x) = read(&dir);
     if r.is_empty() {
         eprintln!(
             "no lookup-* results under {}; run `cargo bench -p memory --bench lookup` first",
@@ -257,7 +311,7 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let md = markdown(&r);
+    let md = markdown(&r) + &concurrency(&r, &x);
     print!("{md}");
     let benches = manifest.join("benches");
     fs::write(benches.join("lookup.md"), &md).expect("write lookup.md");

@@ -46,6 +46,11 @@ unsafe impl Send for HostPtr {}
 unsafe impl Sync for HostPtr {}
 
 impl HostPtr {
+    /// A placeholder that is never dereferenced nor offset (an empty [`MruHint`]'s).
+    ///
+    /// [`MruHint`]: crate::MruHint
+    pub(crate) const DANGLING: HostPtr = HostPtr(NonNull::dangling());
+
     /// The address `offset` bytes further on, as a raw pointer (not dereferenced here).
     #[inline(always)]
     pub(crate) fn add(self, offset: u64) -> *mut u8 {

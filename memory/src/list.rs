@@ -33,21 +33,26 @@ pub trait MemoryListener: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenerId(u64);
 
-/// A reader's most-recently-used block: `(snapshot version, index)`, plus hit/miss counts.
+/// A reader's most-recently-used block: `(snapshot version, index)` plus a copy of that
+/// block's bounds and host address, and hit/miss counts.
 ///
 /// Each reader owns one (a vCPU keeps it in its own state), so a lookup writes only to memory
 /// that no other thread touches. A hint is valid only for the snapshot version it was filled
 /// from; any writer publishes a new version, which invalidates every hint at once (so a hint
-/// never points at a removed block). Versions are unique across all lists of the process.
+/// never points at a removed block). Versions are unique across all lists of the process, and
+/// a snapshot never changes, so while the version matches, the copied bounds are the block's:
+/// a hit reads the snapshot's version and nothing else of it.
 ///
 /// The hint is adaptive: after [`TRUST_MAX`](Self::TRUST_MAX) consecutive misses the reader
 /// stops checking it (for a reader with no locality, e.g. uniformly random accesses, the check
-/// is pure overhead: it puts the previous search's result on the critical path of the next
-/// lookup), and resumes as soon as a search lands in the hinted block again. A hit restores
-/// full trust.
+/// is pure overhead), and resumes as soon as a search lands in the hinted block again. A hit
+/// restores full trust.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MruHint {
     version: u64,
+    start: u64,
+    size: u64,
+    host: HostPtr,
     index: usize,
     hits: u64,
     misses: u64,
@@ -68,6 +73,9 @@ impl MruHint {
     pub const fn new() -> MruHint {
         MruHint {
             version: 0,
+            start: 0,
+            size: 0,
+            host: HostPtr::DANGLING,
             index: 0,
             hits: 0,
             misses: 0,
@@ -175,27 +183,49 @@ impl RamSnapshot {
         (gpa.wrapping_sub(e.start) < e.size).then_some(i)
     }
 
+    /// The hinted block, if the hint is trusted, belongs to this snapshot and contains `gpa`:
+    /// `gpa`'s offset in it.
     #[inline(always)]
-    fn lookup_index(&self, hint: &mut MruHint, gpa: u64) -> Option<usize> {
+    fn hinted(&self, hint: &mut MruHint, gpa: u64) -> Option<u64> {
         if hint.trust != 0 && hint.version == self.version {
-            if let Some(e) = self.entries.get(hint.index) {
-                if gpa.wrapping_sub(e.start) < e.size {
-                    hint.hits = hint.hits.wrapping_add(1);
-                    hint.trust = MruHint::TRUST_MAX;
-                    return Some(hint.index);
-                }
+            let off = gpa.wrapping_sub(hint.start);
+            if off < hint.size {
+                hint.hits = hint.hits.wrapping_add(1);
+                hint.trust = MruHint::TRUST_MAX;
+                return Some(off);
             }
             hint.trust -= 1;
         }
+        None
+    }
+
+    /// After a missed (or skipped) hint: binary search, and remember the result.
+    #[inline]
+    fn search_and_hint(&self, hint: &mut MruHint, gpa: u64) -> Option<(usize, &Entry)> {
         hint.misses = hint.misses.wrapping_add(1);
         let i = self.search(gpa)?;
-        if hint.trust == 0 && i == hint.index && hint.version == self.version {
-            // The hint was not checked but would have hit: locality is back, check it again.
-            hint.trust = 1;
+        let e = self.entries.get(i)?;
+        // Invariant: while `trust != 0`, (start, size, host) are those of block `index` of
+        // snapshot `version`. While `trust == 0` only `index` is kept up to date (one store):
+        // two searches in a row landing on the same index mean locality is back (a false
+        // positive across a version change only costs one unneeded check).
+        if hint.trust != 0 || i == hint.index {
+            hint.trust = hint.trust.max(1);
+            hint.version = self.version;
+            hint.start = e.start;
+            hint.size = e.size;
+            hint.host = e.host;
         }
-        hint.version = self.version;
         hint.index = i;
-        Some(i)
+        Some((i, e))
+    }
+
+    #[inline(always)]
+    fn lookup_index(&self, hint: &mut MruHint, gpa: u64) -> Option<usize> {
+        match self.hinted(hint, gpa) {
+            Some(_) => Some(hint.index),
+            None => self.search_and_hint(hint, gpa).map(|(i, _)| i),
+        }
     }
 
     /// The block containing `gpa` (binary search, no hint).
@@ -216,9 +246,13 @@ impl RamSnapshot {
     /// The host address of `gpa` (as [`lookup`](Self::lookup)). Valid while the snapshot is.
     #[inline]
     pub fn host_addr(&self, hint: &mut MruHint, gpa: u64) -> Option<*mut u8> {
-        let i = self.lookup_index(hint, gpa)?;
-        let e = self.entries.get(i)?;
-        Some(e.host.add(gpa.wrapping_sub(e.start)))
+        match self.hinted(hint, gpa) {
+            Some(off) => Some(hint.host.add(off)),
+            None => {
+                let (_, e) = self.search_and_hint(hint, gpa)?;
+                Some(e.host.add(gpa.wrapping_sub(e.start)))
+            }
+        }
     }
 
     /// `[gpa, gpa + len)` as one host range, if it lies entirely inside one block; else
