@@ -178,7 +178,7 @@ fn expect_and_timeout_give_ci_statuses() {
 }
 
 #[test]
-fn eight_vms_boot_at_once() {
+fn eight_vms_boot_at_once_in_ci_mode_with_json_results() {
     if !require_kvm() {
         return;
     }
@@ -188,10 +188,10 @@ fn eight_vms_boot_at_once() {
                 run_vmm(
                     &[
                         "--timeout=120s",
-                        "--serial",
-                        "none",
                         "--expect",
                         "workload smoke: ok",
+                        "--result-json",
+                        "-",
                     ],
                     None,
                 )
@@ -201,5 +201,23 @@ fn eight_vms_boot_at_once() {
     for t in ts {
         let r = t.join().unwrap();
         r.check(r.status == 0, "each of eight parallel boots succeeds");
+        // With --result-json -, standard output is exactly one JSON object.
+        let json = r.stdout.trim();
+        r.check(
+            json.starts_with('{') && json.ends_with('}') && json.lines().count() == 1,
+            "one JSON object",
+        );
+        for field in [
+            r#""outcome":"success""#,
+            r#""exit_status":0"#,
+            r#""exit_reason":"expect-seen""#,
+            r#""vcpus":1"#,
+            r#""mem_mib":256"#,
+            r#""time_to_marker_ms":"#,
+            r#""total_ms":"#,
+            r#""serial_log":null"#,
+        ] {
+            r.check(json.contains(field), &format!("JSON has {field}"));
+        }
     }
 }

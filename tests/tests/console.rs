@@ -137,3 +137,48 @@ fn sigterm_stops_cleanly_and_restores_the_terminal() {
     assert_eq!(after.c_iflag, before.c_iflag, "input modes restored");
     assert_eq!(after.c_oflag, before.c_oflag, "output modes restored");
 }
+
+#[test]
+fn ctrl_a_x_on_a_terminal_stops_the_vm() {
+    if !require_kvm() {
+        return;
+    }
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors; the null name/termios/winsize are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors were just returned by openpty and are owned here.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(vmm_bin())
+        .args(["--timeout=60s", "--cmdline", "workload=echo"])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&seen).contains("echo: ready") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "guest never got ready"
+        );
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "vmm exited early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut m = std::fs::File::from(master);
+    std::io::Write::write_all(&mut m, b"typed\x01x").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(6), "Ctrl-A x -> stopped by the user");
+}
