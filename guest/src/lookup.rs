@@ -484,11 +484,17 @@ pub fn run(workload: &Workload<'_>, opts: &Options<'_>, zp: &[u8]) -> ! {
         ns: res.err_ns.load(Ordering::Relaxed),
     };
     if a.sum == !expected && a.failed == FAILED_UNSET && a.ns == NS_UNSET {
+        let or_mixed = if cpus > 1 {
+            ", or a doorbell that ran another CPU's descriptor"
+        } else {
+            ""
+        };
         fail(
             workload,
             format_args!(
                 "{e} of {rounds} rounds wrong{on}; round {round}: no answer, the out fields \
-                 are as the guest set them (no lookup device at port {LOOKUP_PORT_LO:#x}?)"
+                 are as the guest set them (no lookup device at port {LOOKUP_PORT_LO:#x}\
+                 {or_mixed}?)"
             ),
         );
     }

@@ -221,3 +221,35 @@ fn eight_vms_boot_at_once_in_ci_mode_with_json_results() {
         }
     }
 }
+
+/// The end-to-end lookup benchmark's device answers correctly with every translation design,
+/// on two vCPUs at once (the guest checks every round's sum).
+#[test]
+fn lookup_bench_is_correct_with_every_design_on_two_cpus() {
+    if !require_kvm() {
+        return;
+    }
+    for design in ["rcu", "mutex", "rwlock", "vm-memory"] {
+        let r = run_vmm(
+            &[
+                T,
+                "--cpus",
+                "2",
+                "--ram-lookup",
+                design,
+                "--cmdline",
+                "workload=lookup-bench count=1024 rounds=10",
+            ],
+            None,
+        );
+        r.check(r.status == 0, &format!("{design}: exit 0"));
+        r.check(
+            r.lines("workload lookup-bench: ok").len() == 1,
+            &format!("{design}: every round's sum right"),
+        );
+        r.check(
+            r.stdout.contains("errors 0"),
+            &format!("{design}: no errors"),
+        );
+    }
+}

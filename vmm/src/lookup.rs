@@ -154,7 +154,9 @@ pub struct LookupDevice {
     alt: Arc<AltTables>,
     design: LookupDesign,
     counters: Arc<[ExitCounters]>,
-    low: Mutex<u32>,
+    /// The low dword of each vCPU's descriptor address (vCPUs ring the doorbell
+    /// concurrently; a shared latch would mix their halves).
+    low: Box<[std::sync::atomic::AtomicU32]>,
 }
 
 /// Descriptor layout (guest/README.md).
@@ -174,21 +176,29 @@ impl LookupDevice {
         design: LookupDesign,
         counters: Arc<[ExitCounters]>,
     ) -> Self {
+        let low = (0..counters.len().max(1))
+            .map(|_| std::sync::atomic::AtomicU32::new(0))
+            .collect();
         LookupDevice {
             ram,
             alt,
             design,
             counters,
-            low: Mutex::new(0),
+            low,
         }
     }
 
     #[inline]
     fn read_host(host: usize) -> u64 {
-        // SAFETY: `host` was translated from a guest address whose 8 bytes lie inside one live
-        // RAM block (checked by every design); the mapping outlives this exit (see the module
-        // docs). Volatile and unaligned: guest memory may change under us.
-        u64::from_le_bytes(unsafe { (host as *const [u8; 8]).read_volatile() })
+        if host.is_multiple_of(8) {
+            // SAFETY: `host` was translated from a guest address whose 8 bytes lie inside one
+            // live RAM block (checked by every design); the mapping outlives this exit (see
+            // the module docs); it is 8-aligned. Volatile: guest memory may change under us.
+            u64::from_le(unsafe { (host as *const u64).read_volatile() })
+        } else {
+            // SAFETY: as above, for an unaligned address read byte-wise.
+            u64::from_le_bytes(unsafe { (host as *const [u8; 8]).read_volatile() })
+        }
     }
 
     fn run(&self, desc: u64) {
@@ -224,10 +234,12 @@ impl LookupDevice {
                 continue;
             };
             let host = match self.design {
-                LookupDesign::Rcu => snap
-                    .translate(&mut hint, gpa, 8)
-                    .ok()
-                    .map(|r| r.host_ptr() as usize),
+                LookupDesign::Rcu => snap.lookup(&mut hint, gpa).and_then(|b| {
+                    // All 8 bytes must be in the block.
+                    let last = gpa.checked_add(7)?;
+                    (b.contains(last)).then_some(())?;
+                    b.host_addr(gpa).map(|p| p as usize)
+                }),
                 LookupDesign::Mutex => {
                     let m = self.alt.mutex.lock();
                     m.iter().find_map(|e| e.host_for(gpa, 8))
@@ -286,10 +298,13 @@ impl BusDevice for LookupDevice {
             *d = *s;
         }
         let v = u32::from_le_bytes(v);
+        let Some(low) = self.low.get(VCPU_ID.with(|v| v.get())) else {
+            return;
+        };
         match offset {
-            0 => *self.low.lock() = v,
+            0 => low.store(v, Ordering::Relaxed),
             4 => {
-                let desc = ((v as u64) << 32) | *self.low.lock() as u64;
+                let desc = ((v as u64) << 32) | low.load(Ordering::Relaxed) as u64;
                 self.run(desc);
             }
             _ => {}
