@@ -87,6 +87,9 @@ impl Client {
 
 /// The control server.
 pub struct Control {
+    /// The VMM's own share (everything but the KVM slot ioctls) of each ram-add and
+    /// ram-remove, in ns: the most recent 4096.
+    hotplug_ns: Mutex<std::collections::VecDeque<u64>>,
     shared: Arc<VmShared>,
     h: LoopHandle,
     path: PathBuf,
@@ -139,6 +142,7 @@ impl Control {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         let ctl = Arc::new(Control {
+            hotplug_ns: Mutex::new(std::collections::VecDeque::new()),
             shared: shared.clone(),
             h: h.clone(),
             path: path.to_path_buf(),
@@ -309,6 +313,37 @@ impl Control {
     }
 
     fn execute(&self, cmd: &str, args: &Map<String, Value>) -> Result<Value, CmdError> {
+        if cmd == "ram-add" || cmd == "ram-remove" {
+            let kvm0 = self.shared.slot_ioctl_ns.load(Ordering::Relaxed);
+            let t = std::time::Instant::now();
+            let r = self.execute_inner(cmd, args);
+            let total = t.elapsed().as_nanos() as u64;
+            let kvm = self.shared.slot_ioctl_ns.load(Ordering::Relaxed) - kvm0;
+            if r.is_ok() {
+                let mut h = self.hotplug_ns.lock();
+                if h.len() == 4096 {
+                    h.pop_front();
+                }
+                h.push_back(total.saturating_sub(kvm));
+            }
+            return r;
+        }
+        self.execute_inner(cmd, args)
+    }
+
+    fn hotplug_stats(&self) -> Value {
+        let mut v: Vec<u64> = self.hotplug_ns.lock().iter().copied().collect();
+        v.sort_unstable();
+        let pct = |p: usize| {
+            v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
+                .copied()
+        };
+        json!({"ops": v.len(), "vmm-share-p50-us": pct(50).map(|n| n as f64 / 1e3),
+               "vmm-share-p99-us": pct(99).map(|n| n as f64 / 1e3),
+               "kvm-slot-ioctl-total-ms": self.shared.slot_ioctl_ns.load(Ordering::Relaxed) as f64 / 1e6})
+    }
+
+    fn execute_inner(&self, cmd: &str, args: &Map<String, Value>) -> Result<Value, CmdError> {
         let s = &self.shared;
         match cmd {
             "query-status" => Ok(json!({
@@ -357,7 +392,8 @@ impl Control {
                     .collect();
                 Ok(
                     json!({"version": st.version, "blocks": blocks, "added": st.added,
-                    "removed": st.removed, "unmapped": st.unmapped, "mru": mru}),
+                    "removed": st.removed, "unmapped": st.unmapped, "mru": mru,
+                    "hotplug": self.hotplug_stats()}),
                 )
             }
             "query-rcu" => {
@@ -395,17 +431,19 @@ impl Control {
                 let name = arg_str(args, "name")?;
                 let gpa = arg_u64(args, "gpa")?;
                 let size = arg_u64(args, "size")?;
+                // Without a pattern the block is left as the host gives it (zeroes) and
+                // nothing is touched; with one, every qword is filled before publication.
                 let pattern = match args.get("pattern") {
-                    None => 0x0123_4567_89ab_cd00,
-                    Some(_) => arg_u64(args, "pattern")?,
+                    None => None,
+                    Some(_) => Some(arg_u64(args, "pattern")?),
                 };
                 if s.ram.find_by_name(name).is_some() {
                     return Err(bad(format!("a RAM block named '{name}' exists")));
                 }
                 let block = RamBlock::new(name, gpa, size, BlockFlags::empty())
                     .map_err(|e| bad(e.to_string()))?;
-                let chunk: Vec<u8> = pattern.to_le_bytes().repeat(512);
-                let mut off = 0u64;
+                let chunk: Vec<u8> = pattern.unwrap_or(0).to_le_bytes().repeat(512);
+                let mut off = if pattern.is_some() { 0 } else { size };
                 while off < size {
                     let n = (size - off).min(chunk.len() as u64) as usize;
                     block

@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use rcu::Rcu;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
@@ -100,6 +100,8 @@ pub struct VmShared {
     pub mmio: Bus,
     /// Guest RAM.
     pub ram: Arc<RamList>,
+    /// Nanoseconds spent in `KVM_SET_USER_MEMORY_REGION` (see [`KvmSlots`]).
+    pub slot_ioctl_ns: Arc<AtomicU64>,
     /// Exit counters, one per vCPU.
     pub exits: Arc<[ExitCounters]>,
     stop: AtomicBool,
@@ -311,10 +313,21 @@ pub fn check_cpus(kvm: &Kvm, cpus: u64) -> Result<u8> {
 /// Mirrors the RAM list into KVM memory slots: the RamList's listener.
 pub struct KvmSlots {
     vm: Arc<VmFd>,
+    /// Nanoseconds spent inside `KVM_SET_USER_MEMORY_REGION` so far (for the hotplug
+    /// statistics: the VMM's own share of a ram-add/remove is the rest).
+    ioctl_ns: Arc<AtomicU64>,
 }
 
 impl KvmSlots {
     fn set(&self, block: &RamBlock, size: u64) -> std::result::Result<(), kvm_ioctls::Error> {
+        let t = Instant::now();
+        let r = self.set_inner(block, size);
+        self.ioctl_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    fn set_inner(&self, block: &RamBlock, size: u64) -> std::result::Result<(), kvm_ioctls::Error> {
         let r = kvm_bindings::kvm_userspace_memory_region {
             slot: block.slot().unwrap_or(0),
             flags: if block.is_read_only() {
@@ -392,11 +405,15 @@ impl Vm {
             "irqchip and PIT created: {:?} since start",
             started.elapsed()
         );
-        ram.add_listener(Arc::new(KvmSlots { vm: vm.clone() }))
-            .map_err(|e| Error::Io {
-                what: "registering guest memory with KVM",
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let slot_ioctl_ns = Arc::new(AtomicU64::new(0));
+        ram.add_listener(Arc::new(KvmSlots {
+            vm: vm.clone(),
+            ioctl_ns: slot_ioctl_ns.clone(),
+        }))
+        .map_err(|e| Error::Io {
+            what: "registering guest memory with KVM",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let alt = crate::lookup::AltTables::new();
         ram.add_listener(alt.clone()).map_err(|e| Error::Io {
             what: "mirroring guest memory for the lookup designs",
@@ -426,6 +443,7 @@ impl Vm {
 
         let shared = Arc::new(VmShared {
             ram: ram.clone(),
+            slot_ioctl_ns,
             pio: Bus::new("pio", &rcu),
             mmio: Bus::new("mmio", &rcu),
             rcu,
