@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 use tests::{require_kvm, run_vmm, vmm_bin};
 
@@ -83,11 +83,8 @@ fn termios(fd: i32) -> libc::termios {
     }
 }
 
-#[test]
-fn sigterm_stops_cleanly_and_restores_the_terminal() {
-    if !require_kvm() {
-        return;
-    }
+/// A pseudo-terminal pair (master, slave).
+fn openpty() -> (OwnedFd, OwnedFd) {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty fills two descriptors; the null name/termios/winsize are allowed.
     let rc = unsafe {
@@ -101,17 +98,19 @@ fn sigterm_stops_cleanly_and_restores_the_terminal() {
     };
     assert_eq!(rc, 0, "openpty");
     // SAFETY: both descriptors were just returned by openpty and are owned here.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let before = termios(slave.as_raw_fd());
-    let child_stdin = slave.try_clone().unwrap();
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Starts the echo guest with `tty` as standard input and waits until it is ready (and the
+/// terminal raw). The stdout pipe is returned so that it stays open.
+fn echo_guest_on(tty: &OwnedFd) -> (Child, ChildStdout) {
     let mut child = Command::new(vmm_bin())
         .args(["--timeout=60s", "--cmdline", "workload=echo"])
-        .stdin(Stdio::from(child_stdin))
+        .stdin(Stdio::from(tty.try_clone().unwrap()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the guest is up (and the terminal raw).
     let t = Instant::now();
     let mut out = child.stdout.take().unwrap();
     let mut seen = Vec::new();
@@ -125,6 +124,17 @@ fn sigterm_stops_cleanly_and_restores_the_terminal() {
         assert!(n > 0, "vmm exited early");
         seen.extend_from_slice(&buf[..n]);
     }
+    (child, out)
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_restores_the_terminal() {
+    if !require_kvm() {
+        return;
+    }
+    let (master, slave) = openpty();
+    let before = termios(slave.as_raw_fd());
+    let (mut child, _out) = echo_guest_on(&slave);
     let during = termios(slave.as_raw_fd());
     assert_eq!(during.c_lflag & libc::ICANON, 0, "raw mode while running");
     // SAFETY: sending SIGTERM to our own child.
@@ -143,40 +153,8 @@ fn ctrl_a_x_on_a_terminal_stops_the_vm() {
     if !require_kvm() {
         return;
     }
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty fills two descriptors; the null name/termios/winsize are allowed.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: both descriptors were just returned by openpty and are owned here.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut child = Command::new(vmm_bin())
-        .args(["--timeout=60s", "--cmdline", "workload=echo"])
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    let t = Instant::now();
-    while !String::from_utf8_lossy(&seen).contains("echo: ready") {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "guest never got ready"
-        );
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "vmm exited early");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let (master, slave) = openpty();
+    let (mut child, _out) = echo_guest_on(&slave);
     let mut m = std::fs::File::from(master);
     std::io::Write::write_all(&mut m, b"typed\x01x").unwrap();
     let status = child.wait().unwrap();
