@@ -74,12 +74,15 @@ impl Run {
     }
 }
 
-fn finish(out: Output, took: Duration) -> Run {
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took,
+impl Run {
+    /// The result of a finished command that ran for `took`.
+    pub fn from_output(out: Output, took: Duration) -> Run {
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took,
+        }
     }
 }
 
@@ -105,7 +108,7 @@ pub fn run_vmm(args: &[&str], stdin: Option<&[u8]>) -> Run {
         });
     }
     let out = child.wait_with_output().expect("wait for vmm");
-    finish(out, t.elapsed())
+    Run::from_output(out, t.elapsed())
 }
 
 /// CRC-32 (IEEE 802.3, as zlib's crc32), to check what the guest computes.

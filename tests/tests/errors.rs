@@ -94,12 +94,7 @@ fn run_wrapped(wrapper: &[&str]) -> tests::Run {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run wrapper");
-    tests::Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        took: t.elapsed(),
-    }
+    tests::Run::from_output(out, t.elapsed())
 }
 
 fn is_root() -> bool {
