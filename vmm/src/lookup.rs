@@ -13,8 +13,8 @@
 //! - `rwlock`: a parking_lot `RwLock<Vec<_>>` with binary search;
 //! - `vm-memory`: vm-memory's `GuestMemoryAtomic` (arc-swap inside) and `find_region`.
 //!
-//! The three alternative tables mirror the RamList through a [`MemoryListener`], so hot-added
-//! and removed blocks show up in every design. A block leaves them in `region_del`, before the
+//! The three alternative tables mirror the RamList through a [`MemoryListener`] (registered
+//! only when one of them is chosen), so hot-added and removed blocks show up in every design. A block leaves them in `region_del`, before the
 //! RamList retires it; its memory is unmapped only after a grace period, which waits for any
 //! vCPU still inside an exit — so no design can read unmapped memory.
 

@@ -71,6 +71,20 @@ fn internal_suberror(vcpu: &mut VcpuFd) -> u32 {
     unsafe { run.__bindgen_anon_1.internal.suberror }
 }
 
+/// The outcome of a `KVM_EXIT_INTERNAL_ERROR`, named after its suberror.
+fn internal_error_outcome(vcpu: &mut VcpuFd) -> Outcome {
+    let sub = internal_suberror(vcpu);
+    Outcome::Crash(if sub == KVM_INTERNAL_ERROR_EMULATION {
+        format!(
+            "KVM internal error: emulation failure (suberror {sub}): KVM's instruction \
+             emulator could not handle a guest instruction.{}",
+            crate::pvm::emulation_hint()
+        )
+    } else {
+        format!("KVM internal error (suberror {sub})")
+    })
+}
+
 /// Runs vCPU `id` until the VM stops.
 pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
     crate::kick::register(vcpu.get_kvm_run() as *mut _);
@@ -106,6 +120,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
             shared.mark_first_run();
         }
         let result = me.offline_while(|| vcpu.run());
+        let mut internal_error = false;
         // Back online: this is the quiescent state for everything read before the exit.
         let outcome = match result {
             Ok(exit) => match exit {
@@ -141,7 +156,10 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
                      on host CPU {cpu})"
                 ))),
                 // The suberror is read below, once `exit` no longer borrows the vCPU.
-                VcpuExit::InternalError => Some(Outcome::Crash(String::new())),
+                VcpuExit::InternalError => {
+                    internal_error = true;
+                    None
+                }
                 VcpuExit::Intr => {
                     bump(&counters.interrupted);
                     None
@@ -163,26 +181,16 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
             }
             Err(e) => Some(Outcome::Error(format!("KVM_RUN on vCPU {id}: {e}"))),
         };
+        let outcome = if internal_error {
+            Some(internal_error_outcome(&mut vcpu))
+        } else {
+            outcome
+        };
         if outcome.is_none() && crate::vm::take_finished_here() {
             // A device this exit reached may have stopped the VM (pvpanic): say where.
             shared.attach_registers(id, || crate::cpu::dump(&vcpu));
         }
         if let Some(outcome) = outcome {
-            let outcome = match outcome {
-                Outcome::Crash(s) if s.is_empty() => {
-                    let sub = internal_suberror(&mut vcpu);
-                    Outcome::Crash(if sub == KVM_INTERNAL_ERROR_EMULATION {
-                        format!(
-                            "KVM internal error: emulation failure (suberror {sub}): KVM's \
-                             instruction emulator could not handle a guest instruction.{}",
-                            crate::pvm::emulation_hint()
-                        )
-                    } else {
-                        format!("KVM internal error (suberror {sub})")
-                    })
-                }
-                o => o,
-            };
             let diagnostic = match &outcome {
                 Outcome::Reset => None,
                 o => Some(format!(

@@ -414,11 +414,15 @@ impl Vm {
             what: "registering guest memory with KVM",
             source: std::io::Error::other(e.to_string()),
         })?;
+        // The alternative lookup tables are kept only when a benchmark asks for one of them:
+        // with the RCU design, mirroring every RAM change into them would be wasted work.
         let alt = crate::lookup::AltTables::new();
-        ram.add_listener(alt.clone()).map_err(|e| Error::Io {
-            what: "mirroring guest memory for the lookup designs",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        if cfg.ram_lookup != crate::lookup::LookupDesign::Rcu {
+            ram.add_listener(alt.clone()).map_err(|e| Error::Io {
+                what: "mirroring guest memory for the lookup designs",
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
         let mem = ram.snapshot_owned();
         log::debug!(
             "memory slots registered: {:?} since start",
