@@ -311,3 +311,102 @@ impl BusDevice for LookupDevice {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memory::{BlockFlags, RamBlock};
+
+    const BASE: u64 = 0x10_0000;
+    const SIZE: u64 = 0x20_0000;
+    const DESC: u64 = BASE;
+    const TABLE: u64 = BASE + 0x1000;
+
+    /// A RAM list with one 2 MiB block and a lookup device of `design` on it.
+    fn setup(design: LookupDesign) -> (Arc<RamList>, LookupDevice) {
+        let rcu = rcu::Rcu::new();
+        let ram = Arc::new(RamList::new(&rcu));
+        let alt = AltTables::new();
+        ram.add_listener(alt.clone()).unwrap();
+        ram.add(RamBlock::new("ram", BASE, SIZE, BlockFlags::empty()).unwrap())
+            .unwrap();
+        let counters: Arc<[ExitCounters]> = vec![ExitCounters::default()].into();
+        let dev = LookupDevice::new(ram.clone(), alt, design, counters);
+        (ram, dev)
+    }
+
+    fn ring(dev: &LookupDevice, desc: u64) {
+        dev.write(0, &(desc as u32).to_le_bytes());
+        dev.write(4, &((desc >> 32) as u32).to_le_bytes());
+    }
+
+    /// Every design answers a guest's garbage the same way: addresses outside RAM, and
+    /// qwords that straddle the end of the block, are failures, never reads.
+    #[test]
+    fn guest_garbage_is_counted_as_failures_in_every_design() {
+        for design in [
+            LookupDesign::Rcu,
+            LookupDesign::Mutex,
+            LookupDesign::RwLock,
+            LookupDesign::VmMemory,
+        ] {
+            let (ram, dev) = setup(design);
+            let snap = ram.snapshot_owned();
+            let end = BASE + SIZE;
+            let good = [BASE + 0x8000, end - 8];
+            let bad = [0, u64::MAX, u64::MAX - 7, end - 4, end, BASE - 4];
+            for (i, v) in [0x1111u64, 0x2222].iter().enumerate() {
+                snap.write_val(good[i], *v).unwrap();
+            }
+            let entries: Vec<u64> = good.iter().chain(bad.iter()).copied().collect();
+            for (i, e) in entries.iter().enumerate() {
+                snap.write_val(TABLE + 8 * i as u64, *e).unwrap();
+            }
+            snap.write_val(DESC + D_TABLE, TABLE).unwrap();
+            snap.write_val(DESC + D_COUNT, entries.len() as u32)
+                .unwrap();
+            ring(&dev, DESC);
+            assert_eq!(
+                snap.read_val::<u64>(DESC + D_SUM).unwrap(),
+                0x3333,
+                "{design:?}"
+            );
+            assert_eq!(
+                snap.read_val::<u32>(DESC + D_FAILED).unwrap(),
+                bad.len() as u32,
+                "{design:?}"
+            );
+        }
+    }
+
+    /// A descriptor or table outside RAM, a count past the limit, and stray ports and sizes:
+    /// nothing panics, and a descriptor outside RAM is not answered.
+    #[test]
+    fn bad_descriptors_and_accesses_are_harmless() {
+        let (ram, dev) = setup(LookupDesign::Rcu);
+        let snap = ram.snapshot_owned();
+        for desc in [0, u64::MAX, BASE + SIZE - 8, BASE + SIZE] {
+            ring(&dev, desc);
+        }
+        // A table whose last two entries are the last two qwords of RAM and which runs off
+        // its end, with a huge count (capped at MAX_LOOKUPS): the two are looked up, every
+        // entry past the end is a failure.
+        snap.write_val(BASE + SIZE - 16, BASE + 0x8000).unwrap();
+        snap.write_val(BASE + SIZE - 8, BASE + 0x8000).unwrap();
+        snap.write_val(BASE + 0x8000, 7u64).unwrap();
+        snap.write_val(DESC + D_TABLE, BASE + SIZE - 16).unwrap();
+        snap.write_val(DESC + D_COUNT, u32::MAX).unwrap();
+        ring(&dev, DESC);
+        assert_eq!(snap.read_val::<u64>(DESC + D_SUM).unwrap(), 14);
+        assert_eq!(
+            snap.read_val::<u32>(DESC + D_FAILED).unwrap(),
+            MAX_LOOKUPS - 2
+        );
+        for len in [0usize, 1, 2, 3, 8, 16] {
+            dev.write(7, &vec![0xff; len]);
+            dev.write(4, &vec![0xff; len]);
+            let mut d = vec![0u8; len];
+            dev.read(0, &mut d);
+        }
+    }
+}
