@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 DESIGNS = ["rcu", "mutex", "rwlock", "vm-memory"]
@@ -44,78 +43,29 @@ SUMMARY_LINE = re.compile(
     r"lookup-bench: (\d+) rounds x (\d+) lookups(?: x (\d+) cpus)?, vmm ns (\d+), errors (\d+)")
 
 
-class Writer(threading.Thread):
-    """A control client: ram-add then ram-remove of the churn block, paced to `rate` pairs a
-    second (back to back when the VMM cannot keep up), until stopped or the VMM goes away."""
+class Writer:
+    """The live RAM writer: `vmmctl SOCKET churn`, a Rust control client that hot-adds and
+    removes the churn block `rate` pairs a second (back to back when the VMM cannot keep up)
+    until the VMM goes away, then prints its statistics as one JSON line."""
 
-    def __init__(self, path, rate):
-        super().__init__(daemon=True)
-        self.path, self.rate = path, rate
-        self.stop = threading.Event()
-        self.rtts = []  # seconds per add+remove pair, as this client sees it
-        self.errors = []
-        self.pairs = 0
-        self.elapsed = 0.0
-        self.connected = threading.Event()
+    def __init__(self, vmmctl, path, rate, size, fill):
+        cmd = [vmmctl, "--wait", "20", path, "churn", "--name", CHURN_NAME,
+               "--gpa", hex(CHURN_GPA), "--size", hex(size), "--rate", str(rate)]
+        if fill:
+            cmd += ["--pattern", hex(CHURN_PATTERN)]
+        self.p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
 
-    def _connect(self):
-        deadline = time.monotonic() + 20
-        while not os.path.exists(self.path):
-            if time.monotonic() > deadline or self.stop.is_set():
-                return None
-            time.sleep(0.002)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(20)
-        s.connect(self.path)
-        return s
-
-    def run(self):
+    def finish(self):
+        """Waits for the client (it ends when the VMM closes the socket); returns its
+        statistics and its CPU seconds."""
+        out, err = self.p.communicate(timeout=30)
         try:
-            s = self._connect()
-        except OSError as e:
-            self.errors.append(f"connect: {e}")
-            return
-        if s is None:
-            self.errors.append("the control socket never appeared")
-            return
-        r = s.makefile("rb")
-        if b'"QMP"' not in r.readline():
-            self.errors.append("no greeting")
-            return
-        self.connected.set()
-
-        def call(cmd, args):
-            s.sendall(json.dumps({"execute": cmd, "arguments": args}).encode() + b"\n")
-            while True:
-                line = r.readline()
-                if not line:
-                    raise EOFError
-                reply = json.loads(line)
-                if "event" not in reply:
-                    return reply
-
-        add = {"name": CHURN_NAME, "gpa": CHURN_GPA, "size": CHURN_SIZE,
-               "pattern": CHURN_PATTERN}
-        rem = {"name": CHURN_NAME}
-        t0 = time.perf_counter()
-        try:
-            while not self.stop.is_set():
-                due = t0 + self.pairs / self.rate
-                now = time.perf_counter()
-                if now < due:
-                    time.sleep(due - now)
-                t = time.perf_counter()
-                a = call("ram-add", add)
-                b = call("ram-remove", rem)
-                self.rtts.append(time.perf_counter() - t)
-                for x in (a, b):
-                    if "error" in x and len(self.errors) < 5:
-                        self.errors.append(x["error"].get("desc", str(x)))
-                self.pairs += 1
-        except (EOFError, OSError, ValueError):
-            pass  # the VMM ended: the guest reset after its last round
-        self.elapsed = time.perf_counter() - t0
-        s.close()
+            stats = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            stats = {"pairs": 0, "rate": 0.0, "rtt-p50-us": None, "rtt-p99-us": None,
+                     "errors": [f"vmmctl failed: {err.strip()[-500:]}"]}
+        return stats
 
 
 def busy_seconds():
@@ -144,7 +94,12 @@ def wait_quiet(limit, max_wait):
         time.sleep(1)
 
 
-def run_one(vmm, design, cpus, writer_on, count, rounds, rate, timeout):
+def children_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_one(vmm, design, cpus, writer_on, count, rounds, rate, timeout, size, fill):
     """One VMM run; returns its measurements."""
     tmp = tempfile.mkdtemp(prefix="bench-lookup-")
     log = os.path.join(tmp, "serial.log")
@@ -154,13 +109,12 @@ def run_one(vmm, design, cpus, writer_on, count, rounds, rate, timeout):
            "--cmdline", f"workload=lookup-bench count={count} rounds={rounds}"]
     if writer_on:
         cmd += ["--control", sock]
-    w = Writer(sock, rate) if writer_on else None
     err = open(os.path.join(tmp, "stderr"), "w+")
-    busy0, self0 = busy_seconds(), self_seconds()
+    busy0, self0, kids0 = busy_seconds(), self_seconds(), children_seconds()
     t = time.monotonic()
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    if w:
-        w.start()
+    vmmctl = os.path.join(os.path.dirname(vmm), "vmmctl")
+    w = Writer(vmmctl, sock, rate, size, fill) if writer_on else None
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t
@@ -168,10 +122,10 @@ def run_one(vmm, design, cpus, writer_on, count, rounds, rate, timeout):
     err.seek(0)
     stderr = err.read()
     err.close()
-    if w:
-        w.stop.set()
-        w.join(30)
-    mine = self_seconds() - self0  # the writer thread (and this script)
+    wstats = w.finish() if w else None
+    # The writer client (and this script); the VMM's own CPU is in `ru`.
+    vmm_cpu = ru.ru_utime + ru.ru_stime
+    mine = self_seconds() - self0 + max(0.0, children_seconds() - kids0 - vmm_cpu)
     out = open(log, errors="replace").read().replace("\r", "") if os.path.exists(log) else ""
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -201,20 +155,20 @@ def run_one(vmm, design, cpus, writer_on, count, rounds, rate, timeout):
     }
     res["per_vcpu"] = statistics.mean(res["per_cpu_rate"])
     res["ns_per_lookup"] = sum(ns) / sum(lookups)
-    if w:
-        res["writer_pairs"] = w.pairs
-        res["writer_rate"] = w.pairs / w.elapsed if w.elapsed else 0.0
-        res["writer_rtts"] = w.rtts
-        res["writer_errors"] = w.errors
+    if wstats:
+        res["writer_pairs"] = wstats["pairs"]
+        res["writer_rate"] = wstats["rate"]
+        res["writer_p50_us"] = wstats["rtt-p50-us"] or float("nan")
+        res["writer_p99_us"] = wstats["rtt-p99-us"] or float("nan")
+        res["writer_errors"] = wstats["errors"]
     return res
 
 
-def pct(xs, q):
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    i = min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))
-    return xs[i]
+def size_name(n):
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} bytes"
 
 
 def fmt_rate(x):
@@ -293,6 +247,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rate", type=float, default=1000.0,
                     help="the writer's target add+remove pairs per second")
+    ap.add_argument("--churn-size", type=lambda x: int(x, 0), default=CHURN_SIZE,
+                    help="the writer's block size in bytes (default 2 MiB)")
+    ap.add_argument("--churn-fill", action="store_true",
+                    help="have the writer fill the block with a pattern before each add "
+                         "(default: hot-added memory is left zeroed, as the host gives it)")
     ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--cpus", default="1,2")
     ap.add_argument("--svg", default="docs/lookup-bench.svg")
@@ -320,7 +279,8 @@ def main():
             best = None
             for _ in range(a.tries):
                 wait_quiet(a.quiet, a.quiet_wait)
-                r = run_one(a.vmm, *k, a.count, a.rounds, a.rate, a.timeout)
+                r = run_one(a.vmm, *k, a.count, a.rounds, a.rate, a.timeout, a.churn_size,
+                            a.churn_fill)
                 if best is None or r["foreign"] < best["foreign"]:
                     best = r
                 if r["foreign"] < a.quiet:
@@ -348,8 +308,8 @@ def main():
                          "foreign", "client_cpu_s")}
         if k[2]:
             m["writer_rate"] = statistics.median(r["writer_rate"] for r in rs)
-            rtts = [x for r in rs for x in r["writer_rtts"]]
-            m["rtt_p50"], m["rtt_p99"] = pct(rtts, 50), pct(rtts, 99)
+            m["rtt_p50"] = statistics.median(r["writer_p50_us"] for r in rs) / 1e6
+            m["rtt_p99"] = statistics.median(r["writer_p99_us"] for r in rs) / 1e6
             m["writer_errors"] = [e for r in rs for e in r["writer_errors"]]
         med[k] = m
 
@@ -374,18 +334,21 @@ def main():
   (mean) time the lookups took, and the aggregate is what all vCPUs together translate per
   second (the sum of the per-vCPU rates when the vCPUs are balanced).
 - vs RCU: the aggregate over the RCU design's, same vCPUs and writer setting.
-- writer: a control client doing ram-add + ram-remove of a 2 MiB block at 0xe0000000, paced to
-  at most %g pairs/s; "pairs/s" is what it achieved, p50/p99 its round trip per pair.""" % a.rate)
+- writer: `vmmctl churn`, a control client doing ram-add + ram-remove of a %s block at
+  0xe0000000 (%s), paced to at most %g pairs/s; "pairs/s" is what it achieved, p50/p99 its
+  round trip per pair (median over runs).""" % (size_name(a.churn_size),
+                                             "filled with a pattern before each add"
+                                             if a.churn_fill else "left zeroed", a.rate))
 
     if any(k[2] for k in configs):
         rate = statistics.median(m["writer_rate"] for k, m in med.items() if k[2])
-        all_rtts = [x for k, rs in runs.items() if k[2] for r in rs for x in r["writer_rtts"]]
+        p50 = statistics.median(m["rtt_p50"] for k, m in med.items() if k[2])
+        p99 = statistics.median(m["rtt_p99"] for k, m in med.items() if k[2])
         print(f"\nWriter: asked for {a.rate:g} add+remove pairs/s, achieved {rate:.0f}/s "
-              f"(median over runs); round trip p50 {pct(all_rtts, 50) * 1e3:.2f} ms, p99 "
-              f"{pct(all_rtts, 99) * 1e3:.2f} ms over {len(all_rtts)} pairs.")
+              f"(median over runs); round trip p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms.")
         if rate < 0.95 * a.rate:
             print(f"The target rate is not reachable here: the writer ran back to back, as fast "
-                  f"as the VMM answers ({1 / pct(all_rtts, 50):.0f} pairs/s at the median "
+                  f"as the VMM answers ({1 / p50:.0f} pairs/s at the median "
                   "round trip).")
         errs = [e for k, m in med.items() if k[2] for e in m["writer_errors"]]
         if errs:

@@ -11,10 +11,19 @@ use std::time::{Duration, Instant};
 /// `cargo test --workspace` builds it (it is a bin target of a workspace member); running
 /// only this crate's tests needs `cargo build -p vmm` (same profile) first.
 pub fn vmm_bin() -> PathBuf {
+    built_bin("vmm")
+}
+
+/// The `vmmctl` control-socket client, found like [`vmm_bin`].
+pub fn vmmctl_bin() -> PathBuf {
+    built_bin("vmmctl")
+}
+
+fn built_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> -> target/<profile>/vmm
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("vmm");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: build it first with `cargo build -p vmm` (same profile as the tests)",

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::{require_kvm, vmm_bin};
+use tests::{require_kvm, vmm_bin, vmmctl_bin};
 
 struct Vmm {
     child: Child,
@@ -235,4 +235,88 @@ fn ram_and_device_hotplug_many_cycles_under_a_running_guest() {
         out.contains(&format!("workload hotplug: ok ({cycles} cycles")),
         "{out}"
     );
+}
+
+fn vmmctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(vmmctl_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `vmmctl`, the command-line client: one command, errors and bad input, and the benchmark's
+/// live RAM writer (`churn`) against a running guest, which loses nothing.
+#[test]
+fn vmmctl_sends_commands_and_churns_ram_under_a_running_guest() {
+    if !require_kvm() {
+        return;
+    }
+    let vm = Vmm::start("workload=echo");
+    let sock = vm.sock.to_str().unwrap().to_owned();
+    let (st, out, _) = vmmctl(&[&sock, "send", "query-status"]);
+    assert_eq!(st, 0, "{out}");
+    assert!(out.contains(r#""status":"running""#), "{out}");
+    let (st, out, _) = vmmctl(&[&sock, "send", "no-such-command"]);
+    assert_eq!(st, 1, "an error reply exits 1: {out}");
+    assert!(out.contains("CommandNotFound"), "{out}");
+    let (st, _, err) = vmmctl(&[&sock, "send", "ram-add", "[1, 2]"]);
+    assert_ne!(st, 0);
+    assert!(err.contains("must be a JSON object"), "{err}");
+    let (st, _, err) = vmmctl(&[&sock, "send", "ram-add", "{oops"]);
+    assert_ne!(st, 0);
+    assert!(err.contains("not a JSON object"), "{err}");
+    let (st, _, err) = vmmctl(&["/nonexistent/vmm.sock", "send", "query-status"]);
+    assert_ne!(st, 0);
+    assert!(err.contains("is the VMM running with --control"), "{err}");
+    let (st, _, err) = vmmctl(&[&sock, "churn", "--gpa", "12q"]);
+    assert_eq!(st, 2, "bad usage: {err}");
+    assert!(err.contains("not a number"), "{err}");
+
+    // The writer: add+remove pairs for a second, each one answered without error.
+    let (st, out, err) = vmmctl(&[
+        &sock,
+        "churn",
+        "--size",
+        "0x10000",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(st, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let pairs = stats["pairs"].as_u64().unwrap();
+    assert!(pairs >= 20, "{out}");
+    assert_eq!(stats["errors"], serde_json::json!([]), "{out}");
+    // Every pair went through the RAM list, and the block is gone again.
+    let (_, mem, _) = vmmctl(&[&sock, "send", "query-memory"]);
+    let mem: serde_json::Value = serde_json::from_str(mem.trim()).expect(&mem);
+    let m = &mem["return"];
+    let (added, removed) = (m["added"].as_u64().unwrap(), m["removed"].as_u64().unwrap());
+    assert!(removed >= pairs, "{mem}");
+    assert_eq!(
+        added - removed,
+        m["blocks"].as_array().unwrap().len() as u64,
+        "{mem}"
+    );
+    assert!(!mem.to_string().contains("\"churn\""), "{mem}");
+    // A churn block that overlaps boot RAM is refused each time; the client reports it.
+    let (st, out, _) = vmmctl(&[
+        &sock,
+        "churn",
+        "--gpa",
+        "0",
+        "--rate",
+        "100",
+        "--duration",
+        "0.2",
+    ]);
+    assert_eq!(st, 0);
+    assert!(out.contains("overlaps"), "{out}");
+    let (st, _, _) = vmmctl(&[&sock, "send", "quit"]);
+    assert_eq!(st, 0);
+    let (status, _) = vm.wait();
+    assert_eq!(status, 6, "quit -> stopped by the user");
 }

@@ -451,7 +451,9 @@ impl Control {
                         .map_err(|e| bad(e.to_string()))?;
                     off += n as u64;
                 }
-                s.ram.add(block).map_err(|e| bad(e.to_string()))?;
+                s.lookup_tables
+                    .update(|| s.ram.add(block))
+                    .map_err(|e| bad(e.to_string()))?;
                 Ok(json!({}))
             }
             "ram-remove" => {
@@ -463,7 +465,9 @@ impl Control {
                     .ram
                     .find_by_name(name)
                     .ok_or_else(|| ("DeviceNotFound", format!("no RAM block named '{name}'")))?;
-                s.ram.remove(id).map_err(|e| bad(e.to_string()))?;
+                s.lookup_tables
+                    .update(|| s.ram.remove(id))
+                    .map_err(|e| bad(e.to_string()))?;
                 Ok(json!({}))
             }
             "device-add" => {

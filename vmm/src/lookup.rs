@@ -13,8 +13,10 @@
 //! - `rwlock`: a parking_lot `RwLock<Vec<_>>` with binary search;
 //! - `vm-memory`: vm-memory's `GuestMemoryAtomic` (arc-swap inside) and `find_region`.
 //!
-//! The three alternative tables mirror the RamList through a [`MemoryListener`] (registered
-//! only when one of them is chosen), so hot-added and removed blocks show up in every design. A block leaves them in `region_del`, before the
+//! The alternative table mirrors the RamList through a [`MemoryListener`] (registered only
+//! when one of them is chosen), so hot-added and removed blocks show up in every design; the
+//! control socket runs each RAM update through [`AltTables::update`], which makes the
+//! lock-based designs' readers wait for the writer as they would in a lock-based VMM. A block leaves them in `region_del`, before the
 //! RamList retires it; its memory is unmapped only after a grace period, which waits for any
 //! vCPU still inside an exit — so no design can read unmapped memory.
 
@@ -74,20 +76,97 @@ impl Entry {
 }
 
 /// The alternative tables, kept equal to the RamList by its listener.
+///
+/// The lock-based designs are modelled as a lock-based VMM would be written: one lock that
+/// readers and the writer share. A RAM update (see [`AltTables::update`]) holds that lock
+/// for the whole critical section the RamList's own writer lock covers — overlap checks,
+/// listeners (the KVM slot ioctl among them), publication — so the readers wait for exactly
+/// the work the RCU readers do not wait for. With RCU the writer lock is separate and readers
+/// never take it.
 pub struct AltTables {
+    design: LookupDesign,
+    /// The writer's copy: the listener edits it; it is installed in the design's table.
+    staged: Mutex<Vec<Entry>>,
     mutex: Mutex<Vec<Entry>>,
     rwlock: RwLock<Vec<Entry>>,
     vmm: GuestMemoryAtomic<GuestMemoryMmap>,
 }
 
+thread_local! {
+    /// Set while this thread runs [`AltTables::update`] and holds the design's lock.
+    static IN_UPDATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`IN_UPDATE`] when an update ends, even by unwinding.
+struct UpdateScope;
+
+impl UpdateScope {
+    fn enter() -> UpdateScope {
+        IN_UPDATE.with(|f| f.set(true));
+        UpdateScope
+    }
+}
+
+impl Drop for UpdateScope {
+    fn drop(&mut self) {
+        IN_UPDATE.with(|f| f.set(false));
+    }
+}
+
 impl AltTables {
-    /// Empty tables; register with [`RamList::add_listener`] to fill them.
-    pub fn new() -> Arc<AltTables> {
+    /// Empty tables for `design`; register with [`RamList::add_listener`] to fill them.
+    pub fn new(design: LookupDesign) -> Arc<AltTables> {
         Arc::new(AltTables {
+            design,
+            staged: Mutex::new(Vec::new()),
             mutex: Mutex::new(Vec::new()),
             rwlock: RwLock::new(Vec::new()),
             vmm: GuestMemoryAtomic::new(GuestMemoryMmap::default()),
         })
+    }
+
+    /// Runs the RAM-list update `f` (a `RamList::add` or `remove`) as this design's writer.
+    ///
+    /// `mutex` and `rwlock`: the lock the readers take is held (exclusively) across all of
+    /// `f`, and the changed table is installed before it is released. `rcu` and `vm-memory`:
+    /// `f` runs without blocking readers (vm-memory's writer lock is separate from its
+    /// readers too). Must not be nested.
+    pub fn update<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.design {
+            LookupDesign::Mutex => {
+                let mut table = self.mutex.lock();
+                let r = {
+                    let _scope = UpdateScope::enter();
+                    f()
+                };
+                table.clone_from(&self.staged.lock());
+                r
+            }
+            LookupDesign::RwLock => {
+                let mut table = self.rwlock.write();
+                let r = {
+                    let _scope = UpdateScope::enter();
+                    f()
+                };
+                table.clone_from(&self.staged.lock());
+                r
+            }
+            LookupDesign::Rcu | LookupDesign::VmMemory => f(),
+        }
+    }
+
+    /// Installs `entries` in the design's table, unless an [`update`](Self::update) on this
+    /// thread holds its lock (it installs them itself when `f` returns).
+    fn publish(&self, entries: &[Entry]) {
+        if IN_UPDATE.with(|f| f.get()) {
+            return;
+        }
+        match self.design {
+            LookupDesign::Mutex => *self.mutex.lock() = entries.to_vec(),
+            LookupDesign::RwLock => *self.rwlock.write() = entries.to_vec(),
+            LookupDesign::VmMemory => self.rebuild_vm_memory(entries),
+            LookupDesign::Rcu => {}
+        }
     }
 
     fn rebuild_vm_memory(&self, entries: &[Entry]) {
@@ -125,19 +204,17 @@ impl MemoryListener for AltTables {
             size: block.size(),
             host: block.host_ptr() as usize,
         };
-        let mut m = self.mutex.lock();
+        let mut m = self.staged.lock();
         m.push(e);
         m.sort_by_key(|e| e.gpa);
-        *self.rwlock.write() = m.clone();
-        self.rebuild_vm_memory(&m);
+        self.publish(&m);
         Ok(())
     }
 
     fn region_del(&self, block: &RamBlock) {
-        let mut m = self.mutex.lock();
+        let mut m = self.staged.lock();
         m.retain(|e| e.gpa != block.gpa());
-        *self.rwlock.write() = m.clone();
-        self.rebuild_vm_memory(&m);
+        self.publish(&m);
     }
 }
 
@@ -326,7 +403,7 @@ mod tests {
     fn setup(design: LookupDesign) -> (Arc<RamList>, LookupDevice) {
         let rcu = rcu::Rcu::new();
         let ram = Arc::new(RamList::new(&rcu));
-        let alt = AltTables::new();
+        let alt = AltTables::new(design);
         ram.add_listener(alt.clone()).unwrap();
         ram.add(RamBlock::new("ram", BASE, SIZE, BlockFlags::empty()).unwrap())
             .unwrap();
@@ -334,6 +411,13 @@ mod tests {
         let dev = LookupDevice::new(ram.clone(), alt, design, counters);
         (ram, dev)
     }
+
+    const ALL_DESIGNS: [LookupDesign; 4] = [
+        LookupDesign::Rcu,
+        LookupDesign::Mutex,
+        LookupDesign::RwLock,
+        LookupDesign::VmMemory,
+    ];
 
     fn ring(dev: &LookupDevice, desc: u64) {
         dev.write(0, &(desc as u32).to_le_bytes());
@@ -344,12 +428,7 @@ mod tests {
     /// qwords that straddle the end of the block, are failures, never reads.
     #[test]
     fn guest_garbage_is_counted_as_failures_in_every_design() {
-        for design in [
-            LookupDesign::Rcu,
-            LookupDesign::Mutex,
-            LookupDesign::RwLock,
-            LookupDesign::VmMemory,
-        ] {
+        for design in ALL_DESIGNS {
             let (ram, dev) = setup(design);
             let snap = ram.snapshot_owned();
             let end = BASE + SIZE;
@@ -407,6 +486,63 @@ mod tests {
             dev.write(4, &vec![0xff; len]);
             let mut d = vec![0u8; len];
             dev.read(0, &mut d);
+        }
+    }
+
+    /// The lock-based designs' readers wait while a RAM update runs (the writer holds the
+    /// one lock they share, as in a lock-based VMM); the RCU and vm-memory readers do not.
+    /// Removing the lock from `AltTables::update` fails the lock-based half; taking it for
+    /// every design fails the other half.
+    #[test]
+    fn readers_wait_for_a_ram_update_only_in_the_lock_based_designs() {
+        use std::sync::atomic::AtomicBool;
+        use std::time::Duration;
+        for design in ALL_DESIGNS {
+            let (ram, dev) = setup(design);
+            let snap = ram.snapshot_owned();
+            snap.write_val(BASE + 0x8000, 5u64).unwrap();
+            snap.write_val(TABLE, BASE + 0x8000).unwrap();
+            snap.write_val(DESC + D_TABLE, TABLE).unwrap();
+            snap.write_val(DESC + D_COUNT, 1u32).unwrap();
+            let done = AtomicBool::new(false);
+            let during = std::thread::scope(|s| {
+                dev.alt.update(|| {
+                    let hot = RamBlock::new("hot", 0xe000_0000, 0x1_0000, BlockFlags::empty());
+                    ram.add(hot.unwrap()).unwrap();
+                    s.spawn(|| {
+                        ring(&dev, DESC);
+                        done.store(true, Ordering::SeqCst);
+                    });
+                    // A reader that is not blocked finishes well within this; a blocked one
+                    // cannot finish however long we wait.
+                    let t = Instant::now();
+                    while !done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(2) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    done.load(Ordering::SeqCst)
+                })
+            });
+            assert!(
+                done.load(Ordering::SeqCst),
+                "{design:?}: the reader never finished"
+            );
+            let lock_based = matches!(design, LookupDesign::Mutex | LookupDesign::RwLock);
+            assert_eq!(
+                during, !lock_based,
+                "{design:?}: finished during the update"
+            );
+            assert_eq!(snap.read_val::<u64>(DESC + D_SUM).unwrap(), 5, "{design:?}");
+            // The update is visible to the design's readers: a lookup in the new block works.
+            let snap = ram.snapshot_owned();
+            snap.write_val(TABLE, 0xe000_0008u64).unwrap();
+            ram.snapshot_owned().write_val(0xe000_0008, 9u64).unwrap();
+            ring(&dev, DESC);
+            assert_eq!(snap.read_val::<u64>(DESC + D_SUM).unwrap(), 9, "{design:?}");
+            assert_eq!(
+                snap.read_val::<u32>(DESC + D_FAILED).unwrap(),
+                0,
+                "{design:?}"
+            );
         }
     }
 }

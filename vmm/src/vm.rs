@@ -102,6 +102,8 @@ pub struct VmShared {
     pub ram: Arc<RamList>,
     /// Nanoseconds spent in `KVM_SET_USER_MEMORY_REGION` (see [`KvmSlots`]).
     pub slot_ioctl_ns: Arc<AtomicU64>,
+    /// The lookup device's tables: RAM updates go through [`AltTables::update`](crate::lookup::AltTables::update).
+    pub lookup_tables: Arc<crate::lookup::AltTables>,
     /// Exit counters, one per vCPU.
     pub exits: Arc<[ExitCounters]>,
     stop: AtomicBool,
@@ -416,7 +418,7 @@ impl Vm {
         })?;
         // The alternative lookup tables are kept only when a benchmark asks for one of them:
         // with the RCU design, mirroring every RAM change into them would be wasted work.
-        let alt = crate::lookup::AltTables::new();
+        let alt = crate::lookup::AltTables::new(cfg.ram_lookup);
         if cfg.ram_lookup != crate::lookup::LookupDesign::Rcu {
             ram.add_listener(alt.clone()).map_err(|e| Error::Io {
                 what: "mirroring guest memory for the lookup designs",
@@ -448,6 +450,7 @@ impl Vm {
         let shared = Arc::new(VmShared {
             ram: ram.clone(),
             slot_ioctl_ns,
+            lookup_tables: alt.clone(),
             pio: Bus::new("pio", &rcu),
             mmio: Bus::new("mmio", &rcu),
             rcu,
