@@ -2,8 +2,8 @@
 """The end-to-end memory-lookup benchmark: the four lookup designs of the VMM, compared.
 
 For each design (`--ram-lookup rcu|mutex|rwlock|vm-memory`), with 1 and 2 vCPUs, without and
-with a control client that hot-adds and removes a 2 MiB RAM block as fast as 1,000 add+remove
-pairs a second (through `--control`), it boots the built-in guest with
+with a control client (`vmmctl churn`, through `--control`) that hot-adds and removes a 2 MiB
+RAM block 1,000 times a second (add+remove pairs), it boots the built-in guest with
 `workload=lookup-bench count=N rounds=R` (every vCPU hands the VMM its own table of N
 guest-physical addresses R times; the vCPU thread translates each one and reads the qword
 there), repeats each configuration (interleaved), and prints a markdown table of medians plus
@@ -11,7 +11,8 @@ an SVG bar chart.
 
     cargo build --release -p vmm && python3 scripts/bench-lookup.py [--rounds R] [--repeats K]
 
-Python 3 standard library only. The VMM and the guest do the measuring: the guest prints, per
+Python 3 standard library only (plus the `vmmctl` binary built next to `vmm`). The VMM and the
+guest do the measuring: the guest prints, per
 vCPU, the nanoseconds the VMM spent translating and reading (`vmm ns`); nothing here times
 the lookups itself.
 """

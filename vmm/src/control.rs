@@ -50,14 +50,21 @@ struct Client {
 }
 
 impl Client {
+    /// Queues `v` and sends what is queued.
     fn send(&mut self, v: &Value) {
+        self.queue(v);
+        self.flush();
+    }
+
+    /// Queues `v`; [`flush`](Self::flush) sends it. Replies to requests that arrived together
+    /// are queued and go out in one write, so a client that pipelines is woken once.
+    fn queue(&mut self, v: &Value) {
         if self.dead {
             return;
         }
         let mut line = v.to_string().into_bytes();
         line.push(b'\n');
         self.outbuf.extend_from_slice(&line);
-        self.flush();
         if self.outbuf.len() > MAX_OUTPUT {
             log::warn!("control: a client does not read its replies; dropping it");
             self.dead = true;
@@ -262,7 +269,7 @@ impl Control {
                 let reply = self.request(&line[..line.len() - 1]);
                 c = client.lock();
                 if let Some(r) = reply {
-                    c.send(&r);
+                    c.queue(&r); // sent by the flush at the top of the loop
                 }
             }
             if c.inbuf.len() > MAX_LINE {
