@@ -369,7 +369,8 @@ def main():
         print(f"- (same, 1 vCPU: {x:.2f}x)")
 
     print("\nWhere the host's CPU went (medians): the VMM process (user+sys), the writer client "
-          "(this script), everything else (other processes and kernel threads, in cores over "
+          "(vmmctl, and this script), everything else (other processes and kernel threads, in "
+          "cores over "
           "the run), and the VMM's involuntary context switches (its threads preempted):")
     print("\n| design | vCPUs | writer | wall s | VMM cpu s | client cpu s | others, cores | "
           "invol. ctx switches |")
