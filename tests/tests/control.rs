@@ -16,6 +16,10 @@ struct Vmm {
 
 impl Vmm {
     fn start(cmdline: &str) -> Vmm {
+        Vmm::start_with(&[], cmdline)
+    }
+
+    fn start_with(args: &[&str], cmdline: &str) -> Vmm {
         let dir = std::env::temp_dir().join(format!(
             "vmm-ctl-{}-{}",
             std::process::id(),
@@ -24,7 +28,9 @@ impl Vmm {
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("control.sock");
         let child = Command::new(vmm_bin())
-            .args(["--timeout=90s", "--control"])
+            .args(["--timeout=90s"])
+            .args(args)
+            .arg("--control")
             .arg(&sock)
             .args(["--cmdline", cmdline, "--log"])
             .arg(dir.join("serial.log"))
@@ -319,4 +325,49 @@ fn vmmctl_sends_commands_and_churns_ram_under_a_running_guest() {
     assert_eq!(st, 0);
     let (status, _) = vm.wait();
     assert_eq!(status, 6, "quit -> stopped by the user");
+}
+
+/// A vCPU that sits in `KVM_RUN` for the whole run (the second CPU, never started by the
+/// `echo` workload, waits there for a SIPI) never holds up a grace period: it is offline
+/// inside `KVM_RUN`. If it stayed online, no grace period could end and no removed block
+/// would ever be unmapped (checked by making `vcpu.rs` call `vcpu.run()` without
+/// `offline_while`: this test then fails).
+#[test]
+fn grace_periods_never_wait_for_a_vcpu_inside_kvm_run() {
+    if !require_kvm() {
+        return;
+    }
+    let vm = Vmm::start_with(&["--cpus", "2"], "workload=echo");
+    let mut c = Client::connect(&vm.sock);
+    wait_for(&vm, "echo: ready", 1);
+    let cycles = 20;
+    for _ in 0..cycles {
+        let r = c.cmd(
+            r#"{"execute": "ram-add", "arguments": {"name": "hot", "gpa": 3758096384, "size": 65536}}"#,
+        );
+        assert!(r.contains("return"), "{r}");
+        let r = c.cmd(r#"{"execute": "ram-remove", "arguments": {"name": "hot"}}"#);
+        assert!(r.contains("return"), "{r}");
+    }
+    let t = Instant::now();
+    let unmapped = loop {
+        let r = c.cmd(r#"{"execute": "query-memory"}"#);
+        let v: serde_json::Value = serde_json::from_str(&r).expect(&r);
+        let n = v["return"]["unmapped"].as_u64().unwrap();
+        if n >= cycles || t.elapsed() > Duration::from_secs(10) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(
+        unmapped, cycles,
+        "removed blocks still mapped after 10 s: a grace period is waiting for a vCPU"
+    );
+    let r = c.cmd(r#"{"execute": "query-rcu"}"#);
+    let v: serde_json::Value = serde_json::from_str(&r).expect(&r);
+    assert!(v["return"]["grace-periods"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(v["return"]["stalls"].as_u64(), Some(0), "{r}");
+    let _ = c.cmd(r#"{"execute": "quit"}"#);
+    let (status, out) = vm.wait();
+    assert_eq!(status, 6, "{out}");
 }
