@@ -59,7 +59,7 @@ class Writer:
 
     def finish(self):
         """Waits for the client (it ends when the VMM closes the socket); returns its
-        statistics and its CPU seconds."""
+        statistics (its CPU time is counted by run_one, through RUSAGE_CHILDREN)."""
         out, err = self.p.communicate(timeout=30)
         try:
             stats = json.loads(out.strip().splitlines()[-1])

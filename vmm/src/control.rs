@@ -36,6 +36,8 @@ use std::sync::Arc;
 pub const MAX_LINE: usize = 64 * 1024;
 /// The most reply bytes buffered for a client that does not read.
 pub const MAX_OUTPUT: usize = 1 << 20;
+/// Queued replies past this many bytes are sent without waiting for the end of the batch.
+const QUEUE_FLUSH: usize = 64 << 10;
 /// The most clients at once.
 pub const MAX_CLIENTS: usize = 64;
 
@@ -57,7 +59,8 @@ impl Client {
     }
 
     /// Queues `v`; [`flush`](Self::flush) sends it. Replies to requests that arrived together
-    /// are queued and go out in one write, so a client that pipelines is woken once.
+    /// are queued and go out in one write, so a client that pipelines is woken once (past
+    /// [`QUEUE_FLUSH`] bytes they are sent at once).
     fn queue(&mut self, v: &Value) {
         if self.dead {
             return;
@@ -65,6 +68,9 @@ impl Client {
         let mut line = v.to_string().into_bytes();
         line.push(b'\n');
         self.outbuf.extend_from_slice(&line);
+        if self.outbuf.len() > QUEUE_FLUSH {
+            self.flush();
+        }
         if self.outbuf.len() > MAX_OUTPUT {
             log::warn!("control: a client does not read its replies; dropping it");
             self.dead = true;
@@ -215,12 +221,28 @@ impl Control {
                 "capabilities": []
             }}));
             self.clients.lock().insert(fd, client.clone());
-            let weak = Arc::downgrade(self);
-            let ok = self.h.set_read_handler(fd, move || {
-                if let Some(c) = weak.upgrade() {
-                    c.serve(fd, &client);
-                }
-            });
+            let (weak, weak_w) = (Arc::downgrade(self), Arc::downgrade(self));
+            let client_w = client.clone();
+            // Replies that did not fit in the socket go out when it is writable again, even
+            // if the client sends nothing more.
+            let ok = self.h.set_fd_handler(
+                fd,
+                Some(Box::new(move || {
+                    if let Some(c) = weak.upgrade() {
+                        c.serve(fd, &client);
+                    }
+                })),
+                Some(Box::new(move || {
+                    if let Some(c) = weak_w.upgrade() {
+                        let mut cl = client_w.lock();
+                        cl.flush();
+                        if cl.dead {
+                            drop(cl);
+                            c.drop_client(fd);
+                        }
+                    }
+                })),
+            );
             if ok.is_err() {
                 self.clients.lock().remove(&fd);
             }

@@ -14,11 +14,12 @@
 //! - `vm-memory`: vm-memory's `GuestMemoryAtomic` (arc-swap inside) and `find_region`.
 //!
 //! The alternative table mirrors the RamList through a [`MemoryListener`] (registered only
-//! when one of them is chosen), so hot-added and removed blocks show up in every design; the
+//! when one of them is chosen), so hot-added and removed blocks show up in every design. The
 //! control socket runs each RAM update through [`AltTables::update`], which makes the
-//! lock-based designs' readers wait for the writer as they would in a lock-based VMM. A block leaves them in `region_del`, before the
-//! RamList retires it; its memory is unmapped only after a grace period, which waits for any
-//! vCPU still inside an exit — so no design can read unmapped memory.
+//! lock-based designs' readers wait for the writer as in a lock-based VMM. A block leaves
+//! the table in `region_del`, before the RamList retires it; its memory is unmapped only after
+//! a grace period, which waits for any vCPU still inside an exit — so no design can read
+//! unmapped memory.
 
 use crate::vcpu::ExitCounters;
 use devices::BusDevice;
@@ -204,17 +205,25 @@ impl MemoryListener for AltTables {
             size: block.size(),
             host: block.host_ptr() as usize,
         };
-        let mut m = self.staged.lock();
-        m.push(e);
-        m.sort_by_key(|e| e.gpa);
-        self.publish(&m);
+        // `staged` is released before `publish` takes the design's lock: `update` takes the
+        // two the other way round.
+        let entries = {
+            let mut m = self.staged.lock();
+            m.push(e);
+            m.sort_by_key(|e| e.gpa);
+            m.clone()
+        };
+        self.publish(&entries);
         Ok(())
     }
 
     fn region_del(&self, block: &RamBlock) {
-        let mut m = self.staged.lock();
-        m.retain(|e| e.gpa != block.gpa());
-        self.publish(&m);
+        let entries = {
+            let mut m = self.staged.lock();
+            m.retain(|e| e.gpa != block.gpa());
+            m.clone()
+        };
+        self.publish(&entries);
     }
 }
 
@@ -504,6 +513,7 @@ mod tests {
             snap.write_val(TABLE, BASE + 0x8000).unwrap();
             snap.write_val(DESC + D_TABLE, TABLE).unwrap();
             snap.write_val(DESC + D_COUNT, 1u32).unwrap();
+            let lock_based = matches!(design, LookupDesign::Mutex | LookupDesign::RwLock);
             let done = AtomicBool::new(false);
             let during = std::thread::scope(|s| {
                 dev.alt.update(|| {
@@ -513,10 +523,12 @@ mod tests {
                         ring(&dev, DESC);
                         done.store(true, Ordering::SeqCst);
                     });
-                    // A reader that is not blocked finishes well within this; a blocked one
-                    // cannot finish however long we wait.
+                    // A blocked reader cannot finish however long we wait, so 200 ms shows it
+                    // waits; a reader that is not blocked is waited for (up to 20 s).
+                    let limit = if lock_based { 200 } else { 20_000 };
                     let t = Instant::now();
-                    while !done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(2) {
+                    while !done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_millis(limit)
+                    {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     done.load(Ordering::SeqCst)
@@ -526,10 +538,9 @@ mod tests {
                 done.load(Ordering::SeqCst),
                 "{design:?}: the reader never finished"
             );
-            let lock_based = matches!(design, LookupDesign::Mutex | LookupDesign::RwLock);
             assert_eq!(
                 during, !lock_based,
-                "{design:?}: finished during the update"
+                "{design:?}: whether the reader finished while the writer was updating"
             );
             assert_eq!(snap.read_val::<u64>(DESC + D_SUM).unwrap(), 5, "{design:?}");
             // The update is visible to the design's readers: a lookup in the new block works.

@@ -12,17 +12,25 @@ use serde_json::{json, Map, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  done
+  1  the VMM answered with an error (send), or some add+remove pairs failed (churn)
+  2  bad usage
+  3  the VMM could not be reached, or closed the socket before answering";
 
 /// Talk to a running VMM through its control socket.
 #[derive(Parser, Debug)]
-#[command(name = "vmmctl", version)]
+#[command(name = "vmmctl", version, after_help = AFTER_HELP)]
 struct Cli {
     /// The socket the VMM was started with (`--control PATH`).
     socket: PathBuf,
     /// Wait this many seconds for the socket to appear (the VMM may still be starting).
-    #[arg(long, default_value_t = 0.0)]
-    wait: f64,
+    #[arg(long, global = true, default_value = "0", value_parser = parse_secs)]
+    wait: Duration,
     #[command(subcommand)]
     what: What,
 }
@@ -51,12 +59,37 @@ enum What {
         #[arg(long, value_parser = parse_u64)]
         pattern: Option<u64>,
         /// Add+remove pairs per second (0: back to back).
-        #[arg(long, default_value_t = 1000.0)]
+        #[arg(long, default_value = "1000", value_parser = parse_rate)]
         rate: f64,
         /// Stop after this many seconds (default: when the VMM closes the socket).
-        #[arg(long)]
-        duration: Option<f64>,
+        #[arg(long, value_parser = parse_secs)]
+        duration: Option<Duration>,
     },
+}
+
+/// Seconds, fractional allowed, at most a year.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.0..=365.0 * 86400.0).contains(&v) {
+        return Err(format!("'{s}': give 0 to 31536000 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Pairs per second: 0 (back to back), or 0.001 to 1,000,000.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate (pairs per second)"))?;
+    if v == 0.0 || (0.001..=1e6).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "'{s}': give 0 (back to back) or 0.001 to 1000000 pairs per second"
+        ))
+    }
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -75,13 +108,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn open(path: &Path, wait: f64) -> anyhow::Result<Conn> {
-        let deadline = Instant::now() + Duration::from_secs_f64(wait.max(0.0));
+    fn open(path: &Path, wait: Duration) -> anyhow::Result<Conn> {
+        let deadline = Instant::now() + wait;
         let s = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => {
@@ -159,25 +191,40 @@ fn request(cmd: &str, args: Value) -> Vec<u8> {
     v
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmmctl: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut c = Conn::open(&cli.socket, cli.wait)?;
     match cli.what {
         What::Send { command, arguments } => {
             let args: Value = match arguments {
                 None => Value::Object(Map::new()),
-                Some(a) => serde_json::from_str(&a)
-                    .with_context(|| format!("the arguments {a:?} are not a JSON object"))?,
+                Some(a) => match serde_json::from_str(&a) {
+                    Ok(v @ Value::Object(_)) => v,
+                    _ => {
+                        eprintln!(
+                            "vmmctl: the arguments {a:?} are not a JSON object; write them like \
+                             '{{\"name\": \"r1\"}}'"
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                },
             };
-            if !args.is_object() {
-                bail!("the arguments must be a JSON object, like '{{\"name\": \"r1\"}}'");
-            }
             let reply = c
                 .call(&request(&command, args))?
                 .context("the VMM closed the socket without replying")?;
             println!("{reply}");
             if reply.get("error").is_some() {
-                std::process::exit(1);
+                return Ok(ExitCode::from(1));
             }
         }
         What::Churn {
@@ -188,6 +235,18 @@ fn main() -> anyhow::Result<()> {
             rate,
             duration,
         } => {
+            // The remove goes out with the add, whatever the add's fate: a block of this name
+            // that is not ours would be removed. Refuse to start if one exists.
+            let mem = c
+                .call(&request("query-memory", json!({})))?
+                .context("the VMM closed the socket")?;
+            let taken = mem["return"]["blocks"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|b| b["name"] == name.as_str()));
+            if taken {
+                eprintln!("vmmctl: a RAM block named '{name}' exists; churn another (--name)");
+                return Ok(ExitCode::from(1));
+            }
             let mut add = json!({"name": name, "gpa": gpa, "size": size});
             if let Some(p) = pattern {
                 add["pattern"] = json!(p);
@@ -199,13 +258,17 @@ fn main() -> anyhow::Result<()> {
             let mut pair = request("ram-add", add);
             pair.extend(request("ram-remove", json!({"name": name})));
             let start = Instant::now();
-            let end = duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
+            let end = duration.and_then(|d| start.checked_add(d));
             let mut rtts: Vec<u64> = Vec::new();
+            let mut failed = 0u64;
             let mut errors: Vec<String> = Vec::new();
             'run: loop {
                 if rate > 0.0 {
-                    let due = start + Duration::from_secs_f64(rtts.len() as f64 / rate);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    let done = (rtts.len() as u64 + failed) as f64;
+                    let due = Duration::try_from_secs_f64(done / rate)
+                        .ok()
+                        .and_then(|d| start.checked_add(d));
+                    if let Some(wait) = due.and_then(|d| d.checked_duration_since(Instant::now())) {
                         std::thread::sleep(wait);
                     }
                 }
@@ -216,17 +279,23 @@ fn main() -> anyhow::Result<()> {
                 if c.out.write_all(&pair).is_err() {
                     break; // the VMM ended
                 }
+                let mut ok = true;
                 for _ in 0..2 {
                     let Some(reply) = c.reply()? else {
                         break 'run; // the VMM ended
                     };
                     if let Some(e) = reply.get("error") {
+                        ok = false;
                         if errors.len() < 5 {
                             errors.push(e.to_string());
                         }
                     }
                 }
-                rtts.push(t.elapsed().as_nanos() as u64);
+                if ok {
+                    rtts.push(t.elapsed().as_nanos() as u64);
+                } else {
+                    failed += 1;
+                }
             }
             let secs = start.elapsed().as_secs_f64();
             let n = rtts.len();
@@ -235,11 +304,14 @@ fn main() -> anyhow::Result<()> {
             let us = |x: Option<u64>| x.map(|n| n as f64 / 1e3);
             println!(
                 "{}",
-                json!({"pairs": n, "seconds": secs, "rate": n as f64 / secs,
-                       "rtt-p50-us": us(pct(50)), "rtt-p99-us": us(pct(99)),
-                       "errors": errors})
+                json!({"pairs": n, "failed": failed, "seconds": secs,
+                       "rate": n as f64 / secs, "rtt-p50-us": us(pct(50)),
+                       "rtt-p99-us": us(pct(99)), "errors": errors})
             );
+            if failed > 0 {
+                return Ok(ExitCode::from(1));
+            }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
