@@ -130,16 +130,6 @@ impl Inner {
         }
     }
 
-    /// The reader's half of the pairs above.
-    #[inline(always)]
-    pub(crate) fn slave_fence(&self) {
-        if self.config.use_membarrier {
-            crate::sync::compiler_fence();
-        } else {
-            reader_full_fence();
-        }
-    }
-
     pub(crate) fn register(&self, kind: ReaderKind) -> Arc<Slot> {
         let slot = Arc::new(Slot::new(kind));
         self.registry.lock().push(slot.clone());
@@ -154,15 +144,25 @@ impl Inner {
         }
     }
 
-    /// Reader: leaves the read side (`ctr = 0`) and wakes a writer that sleeps on us.
+    /// Reader (QSBR going offline, a thread's exit): leaves the read side (`ctr = 0`) with a
+    /// full fence and wakes a writer that sleeps on us.
     #[inline]
-    pub(crate) fn reader_exit(&self, slot: &Slot, fence_kind: FenceKind) {
+    pub(crate) fn reader_exit(&self, slot: &Slot) {
+        self.leave(slot, || fence(Ordering::SeqCst));
+    }
+
+    /// The read-lock reader's exit (outermost level): as [`reader_exit`](Self::reader_exit)
+    /// with the slave fence; `membarrier` is the domain's `use_membarrier`.
+    #[inline(always)]
+    pub(crate) fn read_unlock_outermost(&self, slot: &Slot, membarrier: bool) {
+        self.leave(slot, || reader_slave_fence(membarrier));
+    }
+
+    #[inline(always)]
+    fn leave(&self, slot: &Slot, fence_here: impl FnOnce()) {
         // Release: every read of the section happens before a writer that sees 0.
         slot.ctr.store(0, Ordering::Release);
-        match fence_kind {
-            FenceKind::Full => fence(Ordering::SeqCst),
-            FenceKind::Slave => self.slave_fence(),
-        }
+        fence_here();
         // Pairs with the writer's `waiting = true; master_fence; load ctr`.
         self.wake_writer_if_waiting(slot);
     }
@@ -203,14 +203,15 @@ impl Inner {
         self.wake_writer_if_waiting(slot);
     }
 
-    /// Read lock, outermost level.
+    /// Read lock, outermost level. `membarrier` is the domain's `use_membarrier` (the caller
+    /// reads it once for the lock path).
     #[inline(always)]
-    pub(crate) fn lock_outermost(&self, slot: &Slot) {
+    pub(crate) fn lock_outermost(&self, slot: &Slot, membarrier: bool) {
         slot.ctr
             .store(self.gp.load(Ordering::Relaxed), Ordering::Relaxed);
         // Pairs with the writer's master fence (store-buffering), as for QSBR.
         #[cfg(not(rcu_broken))]
-        self.slave_fence();
+        reader_slave_fence(membarrier);
         // The deliberately broken variant (for the loom tests): no fence, so the writer may
         // miss this reader while the reader still reads the old pointer.
     }
@@ -368,13 +369,6 @@ impl Inner {
     }
 }
 
-/// How `reader_exit` fences: read-lock readers use the slave fence, QSBR a full one.
-#[derive(Clone, Copy)]
-pub(crate) enum FenceKind {
-    Full,
-    Slave,
-}
-
 /// An RCU domain: one grace-period counter and one registry of readers of both kinds.
 ///
 /// Cheap to clone (a reference count). Most programs use the process-wide [`Rcu::global`];
@@ -384,6 +378,9 @@ pub(crate) enum FenceKind {
 #[derive(Clone)]
 pub struct Rcu {
     pub(crate) handle: Arc<DomainHandle>,
+    /// The handle's `inner`, held directly so that reaching it is one load, not two (the
+    /// read-lock fast path starts here).
+    inner: Arc<Inner>,
 }
 
 /// Owns the reclamation thread; its drop drains and stops it.
@@ -504,7 +501,10 @@ impl RcuBuilder {
             reclaim: Reclaimer::new(self.lock),
         });
         Rcu {
-            handle: Arc::new(DomainHandle { inner }),
+            handle: Arc::new(DomainHandle {
+                inner: inner.clone(),
+            }),
+            inner,
         }
     }
 }
@@ -529,7 +529,7 @@ impl Rcu {
 
     #[inline(always)]
     pub(crate) fn inner(&self) -> &Inner {
-        &self.handle.inner
+        &self.inner
     }
 
     /// This domain's unique id.
@@ -654,7 +654,7 @@ impl QsbrThread {
         if self.online {
             self.online = false;
             self.reading = 0;
-            self.rcu.inner().reader_exit(&self.slot, FenceKind::Full);
+            self.rcu.inner().reader_exit(&self.slot);
         }
     }
 
@@ -757,6 +757,8 @@ unsafe impl ReadSide for QsbrThread {
 pub struct ReadGuard<'a> {
     pub(crate) inner: &'a Inner,
     pub(crate) slot: *const Slot,
+    /// `inner.id`, copied at lock time: the domain checks compare a register.
+    pub(crate) id: u64,
     pub(crate) _not_send: PhantomData<*const ()>,
 }
 
@@ -765,7 +767,7 @@ pub struct ReadGuard<'a> {
 unsafe impl ReadSide for ReadGuard<'_> {
     #[inline(always)]
     fn check(&self, id: u64) {
-        if self.inner.id != id {
+        if self.id != id {
             not_a_reader("read through a ReadGuard of another RCU domain than the data's");
         }
     }
@@ -777,22 +779,22 @@ impl ReadGuard<'_> {
     // lock/unlock pair of a loop through two store-to-load forwardings of `nesting`.
     // The nested cases are out of line so that the outermost path is straight-line code.
     #[inline(always)]
-    pub(crate) fn enter(inner: &Inner, slot: &Slot) {
+    pub(crate) fn enter(inner: &Inner, slot: &Slot, membarrier: bool) {
         let n = slot.nesting.load(Ordering::Relaxed);
         if n == 0 {
             slot.nesting.store(1, Ordering::Relaxed);
-            inner.lock_outermost(slot);
+            inner.lock_outermost(slot, membarrier);
         } else {
             nest(slot, n + 1);
         }
     }
 
     #[inline(always)]
-    pub(crate) fn exit(inner: &Inner, slot: &Slot) {
+    pub(crate) fn exit(inner: &Inner, slot: &Slot, membarrier: bool) {
         let n = slot.nesting.load(Ordering::Relaxed);
         if n == 1 {
             slot.nesting.store(0, Ordering::Relaxed);
-            inner.reader_exit(slot, FenceKind::Slave);
+            inner.read_unlock_outermost(slot, membarrier);
         } else {
             nest(slot, n - 1);
         }
@@ -804,6 +806,17 @@ impl ReadGuard<'_> {
 #[inline(never)]
 fn nest(slot: &Slot, depth: u32) {
     slot.nesting.store(depth, Ordering::Relaxed);
+}
+
+/// The reader's half of the store-buffering pairs: a compiler barrier when the domain uses
+/// membarrier (the writer's membarrier fences this thread), else a full fence.
+#[inline(always)]
+fn reader_slave_fence(membarrier: bool) {
+    if membarrier {
+        crate::sync::compiler_fence();
+    } else {
+        reader_full_fence();
+    }
 }
 
 /// The reader's full fence when the domain does not use membarrier (out of line, so that the
@@ -820,7 +833,7 @@ impl Drop for ReadGuard<'_> {
         // SAFETY: the slot is kept alive by the thread's registration, which outlives every
         // guard of the thread (see `local`).
         let slot = unsafe { &*self.slot };
-        ReadGuard::exit(self.inner, slot);
+        ReadGuard::exit(self.inner, slot, self.inner.config.use_membarrier);
     }
 }
 
@@ -835,7 +848,8 @@ pub struct LoomReader {
 impl LoomReader {
     /// Enters a read-side section, exactly as [`Rcu::read_lock`] does.
     pub fn lock(&self) -> LoomGuard<'_> {
-        ReadGuard::enter(self.rcu.inner(), &self.slot);
+        let inner = self.rcu.inner();
+        ReadGuard::enter(inner, &self.slot, inner.config.use_membarrier);
         LoomGuard { reader: self }
     }
 }
@@ -863,6 +877,7 @@ unsafe impl ReadSide for LoomGuard<'_> {
 #[cfg(loom)]
 impl Drop for LoomGuard<'_> {
     fn drop(&mut self) {
-        ReadGuard::exit(self.reader.rcu.inner(), &self.reader.slot);
+        let inner = self.reader.rcu.inner();
+        ReadGuard::exit(inner, &self.reader.slot, inner.config.use_membarrier);
     }
 }

@@ -42,7 +42,7 @@ impl Drop for ThreadRegs {
             match reg.slot.kind {
                 ReaderKind::Qsbr => {
                     // A QsbrThread that was leaked (mem::forget) and never dropped.
-                    inner.reader_exit(&reg.slot, crate::domain::FenceKind::Full);
+                    inner.reader_exit(&reg.slot);
                     inner.unregister(&reg.slot);
                 }
                 ReaderKind::ReadLock => {
@@ -94,12 +94,14 @@ impl Rcu {
                 REGS.with(|r| slow_lookup(r, c, self))
             }
         });
+        let membarrier = inner.config.use_membarrier;
         // SAFETY: `slot` is owned by this thread's registration list, which keeps it alive
         // until the thread exits; the guard cannot leave the thread.
-        ReadGuard::enter(inner, unsafe { &*slot });
+        ReadGuard::enter(inner, unsafe { &*slot }, membarrier);
         ReadGuard {
             inner,
             slot,
+            id: inner.id,
             _not_send: PhantomData,
         }
     }
