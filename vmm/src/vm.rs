@@ -559,32 +559,22 @@ impl Vm {
     }
 
     /// Starts the vCPU threads.
-    pub fn start(self) -> Running {
+    pub fn start(mut self) -> Running {
         crate::kick::install();
-        let Vm {
-            shared,
-            vcpus,
-            vm,
-            ram,
-            serial,
-            counter,
-            cfg,
-            ..
-        } = self;
         let mut handles = Vec::new();
-        for (id, vcpu) in vcpus.into_iter().enumerate() {
-            let s = shared.clone();
+        for (id, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+            let s = self.shared.clone();
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || crate::vcpu::run(id, vcpu, s));
             match h {
                 Ok(h) => {
                     use std::os::unix::thread::JoinHandleExt;
-                    shared.threads.lock().push(h.as_pthread_t());
+                    self.shared.threads.lock().push(h.as_pthread_t());
                     handles.push(h);
                 }
                 Err(e) => {
-                    shared.finish(
+                    self.shared.finish(
                         Outcome::Error(format!("cannot start a vCPU thread: {e}")),
                         None,
                     );
@@ -592,45 +582,36 @@ impl Vm {
                 }
             }
         }
-        Running {
-            shared,
-            handles,
-            vm,
-            ram,
-            serial,
-            counter,
-            cfg,
-        }
+        Running { vm: self, handles }
     }
 }
 
-/// A VM whose vCPUs run.
+/// A VM whose vCPUs run (the [`Vm`], its vCPU fds moved into their threads).
 pub struct Running {
-    shared: Arc<VmShared>,
+    vm: Vm,
     handles: Vec<std::thread::JoinHandle<()>>,
-    vm: Arc<VmFd>,
-    ram: Arc<RamList>,
-    serial: Arc<Serial>,
-    counter: Arc<TestCounter>,
-    cfg: VmConfig,
 }
 
 impl Running {
     /// The state shared with the vCPUs (pause, resume, finish, hooks).
     pub fn shared(&self) -> &Arc<VmShared> {
-        &self.shared
+        &self.vm.shared
     }
 
     /// Waits for an outcome (or the timeout), stops and joins the vCPUs, and reports.
     pub fn wait(self) -> RunReport {
         let Running {
-            shared,
+            vm:
+                Vm {
+                    shared,
+                    vm,
+                    ram,
+                    serial,
+                    counter,
+                    cfg,
+                    ..
+                },
             handles,
-            vm,
-            ram,
-            serial,
-            counter,
-            cfg,
         } = self;
         {
             let deadline = cfg.timeout.map(|t| shared.started + t);
