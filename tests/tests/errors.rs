@@ -150,3 +150,47 @@ fn mem_larger_than_the_host_can_map_is_a_clear_error() {
     );
     r.check(r.stderr.contains("--mem"), "says what to do");
 }
+
+/// `--control PATH`: a missing directory, a path too long for a socket, a regular file (never
+/// removed) and a live socket of another VMM are clear errors; a stale socket is replaced.
+#[test]
+fn control_socket_path_errors() {
+    if !require_kvm() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("vmm-ctlerr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = ["--timeout", "2s", "--serial", "none", "--control"];
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let missing = arg(&dir.join("no/such/dir.sock"));
+    expect_error(&[&t[..], &[missing.as_str()]].concat(), 1, "No such file");
+    let long = arg(&dir.join("x".repeat(120)));
+    expect_error(&[&t[..], &[long.as_str()]].concat(), 1, "shorter than");
+    let file = dir.join("data");
+    std::fs::write(&file, b"keep me").unwrap();
+    let f = arg(&file);
+    expect_error(&[&t[..], &[f.as_str()]].concat(), 1, "not a socket");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        b"keep me",
+        "the file is untouched"
+    );
+    // A live socket: someone listens there.
+    let live = dir.join("live.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let l = arg(&live);
+    expect_error(&[&t[..], &[l.as_str()]].concat(), 1, "is listening there");
+    // A stale one (its listener gone) is replaced: the VM runs until its timeout (3).
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let s = arg(&stale);
+    let r = run_vmm(
+        &[&t[..], &[s.as_str(), "--cmdline", "workload=echo"]].concat(),
+        None,
+    );
+    r.check(
+        r.status == 3,
+        "a stale socket is replaced; the run times out",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

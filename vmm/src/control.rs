@@ -147,9 +147,22 @@ impl Control {
     ) -> std::io::Result<Arc<Control>> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
-            if meta.file_type().is_socket() && UnixStream::connect(path).is_err() {
-                std::fs::remove_file(path)?;
+            if !meta.file_type().is_socket() {
+                // Never removed: it may be someone's data.
+                return Err(std::io::Error::new(
+                    ErrorKind::AlreadyExists,
+                    "something that is not a socket exists there; remove it or choose another \
+                     path",
+                ));
             }
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    ErrorKind::AddrInUse,
+                    "another process (a running VMM?) is listening there; stop it or choose \
+                     another path",
+                ));
+            }
+            std::fs::remove_file(path)?; // a stale socket, left by a VMM that was killed
         }
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
