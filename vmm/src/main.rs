@@ -19,7 +19,9 @@ Exit status:
   6  stopped by the user (SIGINT, SIGTERM, Ctrl-A x)
 
 With no --kernel the built-in test guest boots; its command line picks a workload:
-  workload=smoke|io-storm count=N|mem-touch|panic|triple-fault|reset|echo";
+  workload=smoke|io-storm count=N|mem-touch|panic|fault|triple-fault|reset|echo|probe
+           |hotplug cycles=N|lookup-bench count=N rounds=R   (see guest/README.md)
+`vmmctl SOCKET send COMMAND` talks to --control SOCKET.";
 
 /// Boot a guest on KVM. Every shared structure of the VMM is read through RCU.
 #[derive(Parser, Debug)]
