@@ -288,8 +288,8 @@ impl LookupDevice {
     }
 
     fn run(&self, desc: u64) {
-        let rcu = self.ram.domain().clone();
-        let guard = rcu.read_lock();
+        // Borrowed, not cloned: a clone is a shared reference-count update per exit.
+        let guard = self.ram.domain().read_lock();
         let snap = self.ram.snapshot(&guard);
         let (Ok(table), Ok(count)) = (
             snap.read_val::<u64>(desc.wrapping_add(D_TABLE)),
