@@ -422,3 +422,32 @@ fn lookup_bench_is_correct_in_every_design_under_the_ram_writer() {
         assert!(v["pairs"].as_u64().unwrap() > 0, "{design}: {stats}");
     }
 }
+
+/// A client that sends a large batch of requests in one go and only then reads gets every
+/// reply, though they do not all fit in the socket at once: the VMM sends the rest when the
+/// socket has room again (the client sends nothing more to wake it).
+#[test]
+fn a_client_that_pipelines_a_large_batch_gets_every_reply() {
+    if !require_kvm() {
+        return;
+    }
+    let vm = Vmm::start("workload=echo");
+    let mut c = Client::connect(&vm.sock);
+    let n = 8000;
+    let batch: String = (0..n)
+        .map(|i| format!("{{\"execute\": \"query-status\", \"id\": {i}}}\n"))
+        .collect();
+    c.send_raw(batch.as_bytes());
+    // Let the VMM read the whole batch (and fill the socket) before reading anything.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..n {
+        let l = c.line();
+        assert!(
+            l.contains(&format!("\"id\":{i}")) && l.contains("return"),
+            "reply {i}: {l}"
+        );
+    }
+    let _ = c.cmd(r#"{"execute": "quit"}"#);
+    let (status, _) = vm.wait();
+    assert_eq!(status, 6);
+}

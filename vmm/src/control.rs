@@ -49,6 +49,10 @@ struct Client {
     /// After an oversized line: replies are done (write side shut down); input is read and
     /// discarded until the client closes, so it receives the error instead of a reset.
     draining: bool,
+    /// Whether the main loop also watches the socket for writability: only while replies
+    /// wait for room (a Unix socket reports "writable" each time the client reads, so an
+    /// always-on watch would wake the loop once per reply).
+    write_watched: bool,
 }
 
 impl Client {
@@ -108,6 +112,8 @@ pub struct Control {
     path: PathBuf,
     listener: UnixListener,
     clients: Mutex<HashMap<RawFd, Arc<Mutex<Client>>>>,
+    /// This server, for the handlers it installs.
+    me: std::sync::Weak<Control>,
 }
 
 /// A command's failure: QMP's error class and a description.
@@ -167,7 +173,8 @@ impl Control {
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
-        let ctl = Arc::new(Control {
+        let ctl = Arc::new_cyclic(|me| Control {
+            me: me.clone(),
             hotplug_ns: Mutex::new(std::collections::VecDeque::new()),
             shared: shared.clone(),
             h: h.clone(),
@@ -201,9 +208,67 @@ impl Control {
     }
 
     /// Sends `v` to every client.
+    /// Sends an event to every client (from any thread).
     pub fn broadcast(&self, v: &Value) {
-        for c in self.clients.lock().values() {
-            c.lock().send(v);
+        for (&fd, c) in self.clients.lock().iter() {
+            let mut cl = c.lock();
+            cl.send(v);
+            if !cl.outbuf.is_empty() || cl.dead {
+                // Watch for room (or drop it) on the loop thread, which owns the handlers.
+                let (me, c) = (self.me.clone(), c.clone());
+                self.h.call_soon(move || {
+                    if let Some(ctl) = me.upgrade() {
+                        ctl.settle(fd, &c);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Installs the client's handlers: read, and write when `writable`.
+    fn watch(&self, fd: RawFd, client: &Arc<Mutex<Client>>, writable: bool) -> bool {
+        let (me, c) = (self.me.clone(), client.clone());
+        let read: iohandler::Callback = Box::new(move || {
+            if let Some(ctl) = me.upgrade() {
+                ctl.serve(fd, &c);
+            }
+        });
+        let write = writable.then(|| {
+            let (me, c) = (self.me.clone(), client.clone());
+            Box::new(move || {
+                if let Some(ctl) = me.upgrade() {
+                    c.lock().flush();
+                    ctl.settle(fd, &c);
+                }
+            }) as iohandler::Callback
+        });
+        self.h.set_fd_handler(fd, Some(read), write).is_ok()
+    }
+
+    /// On the loop thread, after output was attempted: drops a dead client, and watches the
+    /// socket for room exactly while replies wait.
+    fn settle(&self, fd: RawFd, client: &Arc<Mutex<Client>>) {
+        let still_ours = self
+            .clients
+            .lock()
+            .get(&fd)
+            .is_some_and(|c| Arc::ptr_eq(c, client));
+        if !still_ours {
+            return;
+        }
+        let mut c = client.lock();
+        if c.dead {
+            drop(c);
+            self.drop_client(fd);
+            return;
+        }
+        let want = !c.outbuf.is_empty();
+        if want != c.write_watched {
+            c.write_watched = want;
+            drop(c);
+            if !self.watch(fd, client, want) {
+                self.drop_client(fd);
+            }
         }
     }
 
@@ -228,37 +293,19 @@ impl Control {
                 outbuf: Vec::new(),
                 dead: false,
                 draining: false,
+                write_watched: false,
             }));
             client.lock().send(&json!({"QMP": {
                 "version": {"package": "rcu-vmm", "version": env!("CARGO_PKG_VERSION")},
                 "capabilities": []
             }}));
             self.clients.lock().insert(fd, client.clone());
-            let (weak, weak_w) = (Arc::downgrade(self), Arc::downgrade(self));
-            let client_w = client.clone();
-            // Replies that did not fit in the socket go out when it is writable again, even
-            // if the client sends nothing more.
-            let ok = self.h.set_fd_handler(
-                fd,
-                Some(Box::new(move || {
-                    if let Some(c) = weak.upgrade() {
-                        c.serve(fd, &client);
-                    }
-                })),
-                Some(Box::new(move || {
-                    if let Some(c) = weak_w.upgrade() {
-                        let mut cl = client_w.lock();
-                        cl.flush();
-                        if cl.dead {
-                            drop(cl);
-                            c.drop_client(fd);
-                        }
-                    }
-                })),
-            );
-            if ok.is_err() {
+            if !self.watch(fd, &client, false) {
                 self.clients.lock().remove(&fd);
+                continue;
             }
+            // A greeting that did not fit: watch for room.
+            self.settle(fd, &client);
         }
     }
 
@@ -287,7 +334,13 @@ impl Control {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // Replies that did not fit go out when the socket has room again,
+                    // even if the client sends nothing more.
+                    drop(c);
+                    self.settle(fd, client);
+                    return;
+                }
                 Err(_) => {
                     drop(c);
                     self.drop_client(fd);
