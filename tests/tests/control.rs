@@ -20,11 +20,11 @@ impl Vmm {
     }
 
     fn start_with(args: &[&str], cmdline: &str) -> Vmm {
-        let dir = std::env::temp_dir().join(format!(
-            "vmm-ctl-{}-{}",
-            std::process::id(),
-            cmdline.len() as u64 ^ Instant::now().elapsed().as_nanos() as u64
-        ));
+        // One directory (and socket) per VMM: the tests run in parallel.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vmm-ctl-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("control.sock");
         let child = Command::new(vmm_bin())
