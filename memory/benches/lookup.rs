@@ -28,6 +28,11 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use memory::{BlockFlags, MruHint, RamBlock, RamList};
 use parking_lot::RwLock;
+
+// The integration tests' generator (state given directly: the streams stay as they were).
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Rng;
 use rcu::Rcu;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -166,22 +171,6 @@ impl Pattern {
             Pattern::Uniform => "uniform",
             Pattern::Hot90 => "hot90",
         }
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

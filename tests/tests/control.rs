@@ -92,6 +92,12 @@ impl Client {
         self.w.write_all(bytes).unwrap();
     }
 
+    /// [`cmd`](Self::cmd), its reply parsed.
+    fn cmd_json(&mut self, req: &str) -> serde_json::Value {
+        let r = self.cmd(req);
+        serde_json::from_str(&r).unwrap_or_else(|e| panic!("reply {r:?}: {e}"))
+    }
+
     /// Sends a request and returns its reply, skipping asynchronous events.
     fn cmd(&mut self, req: &str) -> String {
         self.send_raw(format!("{req}\n").as_bytes());
@@ -365,8 +371,7 @@ fn grace_periods_never_wait_for_a_vcpu_inside_kvm_run() {
     }
     let t = Instant::now();
     let unmapped = loop {
-        let r = c.cmd(r#"{"execute": "query-memory"}"#);
-        let v: serde_json::Value = serde_json::from_str(&r).expect(&r);
+        let v = c.cmd_json(r#"{"execute": "query-memory"}"#);
         let n = v["return"]["unmapped"].as_u64().unwrap();
         if n >= cycles || t.elapsed() > Duration::from_secs(10) {
             break n;
@@ -377,10 +382,9 @@ fn grace_periods_never_wait_for_a_vcpu_inside_kvm_run() {
         unmapped, cycles,
         "removed blocks still mapped after 10 s: a grace period is waiting for a vCPU"
     );
-    let r = c.cmd(r#"{"execute": "query-rcu"}"#);
-    let v: serde_json::Value = serde_json::from_str(&r).expect(&r);
-    assert!(v["return"]["grace-periods"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(v["return"]["stalls"].as_u64(), Some(0), "{r}");
+    let v = c.cmd_json(r#"{"execute": "query-rcu"}"#);
+    assert!(v["return"]["grace-periods"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["return"]["stalls"].as_u64(), Some(0), "{v}");
     let _ = c.cmd(r#"{"execute": "quit"}"#);
     let (status, out) = vm.wait();
     assert_eq!(status, 6, "{out}");

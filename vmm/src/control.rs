@@ -116,6 +116,13 @@ pub struct Control {
     me: std::sync::Weak<Control>,
 }
 
+/// The `p`th percentile (0-100) of `sorted` (ascending): the element at `len * p / 100`,
+/// clamped to the last; `None` when empty. Shared with `vmmctl`'s statistics.
+pub fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
+    let i = (sorted.len() * p / 100).min(sorted.len().checked_sub(1)?);
+    sorted.get(i).copied()
+}
+
 /// A command's failure: QMP's error class and a description.
 type CmdError = (&'static str, String);
 
@@ -207,7 +214,6 @@ impl Control {
         self.broadcast(&json!({"event": event, "data": {"reason": reason}}));
     }
 
-    /// Sends `v` to every client.
     /// Sends an event to every client (from any thread).
     pub fn broadcast(&self, v: &Value) {
         for (&fd, c) in self.clients.lock().iter() {
@@ -272,7 +278,7 @@ impl Control {
         }
     }
 
-    fn accept(self: &Arc<Self>) {
+    fn accept(&self) {
         loop {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -429,10 +435,7 @@ impl Control {
     fn hotplug_stats(&self) -> Value {
         let mut v: Vec<u64> = self.hotplug_ns.lock().iter().copied().collect();
         v.sort_unstable();
-        let pct = |p: usize| {
-            v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
-                .copied()
-        };
+        let pct = |p| percentile(&v, p);
         json!({"ops": v.len(), "vmm-share-p50-us": pct(50).map(|n| n as f64 / 1e3),
                "vmm-share-p99-us": pct(99).map(|n| n as f64 / 1e3),
                "kvm-slot-ioctl-total-ms": self.shared.slot_ioctl_ns.load(Ordering::Relaxed) as f64 / 1e6})
@@ -608,5 +611,20 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentile_picks_len_times_p_over_100_clamped() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7], 99), Some(7));
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50), Some(51));
+        assert_eq!(percentile(&v, 99), Some(100));
+        assert_eq!(percentile(&v, 100), Some(100));
     }
 }

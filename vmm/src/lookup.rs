@@ -98,20 +98,17 @@ thread_local! {
     static IN_UPDATE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Clears [`IN_UPDATE`] when an update ends, even by unwinding.
-struct UpdateScope;
-
-impl UpdateScope {
-    fn enter() -> UpdateScope {
-        IN_UPDATE.with(|f| f.set(true));
-        UpdateScope
+/// Runs `f` with [`IN_UPDATE`] set; it is cleared when `f` ends, even by unwinding.
+fn in_update<R>(f: impl FnOnce() -> R) -> R {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            IN_UPDATE.with(|f| f.set(false));
+        }
     }
-}
-
-impl Drop for UpdateScope {
-    fn drop(&mut self) {
-        IN_UPDATE.with(|f| f.set(false));
-    }
+    IN_UPDATE.with(|f| f.set(true));
+    let _clear = Clear;
+    f()
 }
 
 impl AltTables {
@@ -136,19 +133,13 @@ impl AltTables {
         match self.design {
             LookupDesign::Mutex => {
                 let mut table = self.mutex.lock();
-                let r = {
-                    let _scope = UpdateScope::enter();
-                    f()
-                };
+                let r = in_update(f);
                 table.clone_from(&self.staged.lock());
                 r
             }
             LookupDesign::RwLock => {
                 let mut table = self.rwlock.write();
-                let r = {
-                    let _scope = UpdateScope::enter();
-                    f()
-                };
+                let r = in_update(f);
                 table.clone_from(&self.staged.lock());
                 r
             }

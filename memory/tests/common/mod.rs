@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 /// xorshift64*: a small deterministic generator (no dependency, reproducible from the seed).
-pub struct Rng(u64);
+/// The field is the raw state (non-zero); [`Rng::new`] derives one from any seed.
+pub struct Rng(pub u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {

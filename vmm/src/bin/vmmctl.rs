@@ -300,7 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let secs = start.elapsed().as_secs_f64();
             let n = rtts.len();
             rtts.sort_unstable();
-            let pct = |p: usize| rtts.get((n * p / 100).min(n.saturating_sub(1))).copied();
+            let pct = |p| vmm::control::percentile(&rtts, p);
             let us = |x: Option<u64>| x.map(|n| n as f64 / 1e3);
             println!(
                 "{}",
