@@ -109,13 +109,14 @@ impl Gate {
     /// Remover side, after [`close`](Self::close): waits until no call is in progress. Must
     /// not be called on the loop thread (it would wait for its own caller).
     pub fn wait_idle(&self) {
+        #[cfg(not(loom))]
         let mut spins = 0u32;
         while self.is_calling() {
-            spins += 1;
             #[cfg(loom)]
             crate::sync::yield_now();
             #[cfg(not(loom))]
             {
+                spins += 1;
                 if spins < 64 {
                     std::hint::spin_loop();
                 } else if spins < 1024 {

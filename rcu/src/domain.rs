@@ -11,7 +11,9 @@ use crate::stats::{RcuStats, StatCounters};
 use crate::sync::thread;
 use crate::sync::{fence, Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
 /// Which kind of reader a registration is (reported in stall warnings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +47,8 @@ pub(crate) struct Slot {
     /// Read-lock nesting depth. Only the owner thread touches it.
     pub(crate) nesting: AtomicU32,
     pub(crate) kind: ReaderKind,
+    /// For stall warnings (not built under loom).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) name: String,
 }
 
@@ -74,8 +78,10 @@ impl Slot {
 pub(crate) struct Config {
     pub(crate) use_membarrier: bool,
     pub(crate) spin_passes: u32,
+    #[cfg_attr(loom, allow(dead_code))] // stalls are timed, not modelled, under loom
     pub(crate) stall_timeout: Duration,
     pub(crate) batch_min: usize,
+    #[cfg_attr(loom, allow(dead_code))] // the batching wait is a timeout, not modelled
     pub(crate) batch_wait: Duration,
     pub(crate) high_water: usize,
 }
