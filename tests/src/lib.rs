@@ -1,6 +1,8 @@
 //! `tests`: integration tests that boot real guests by driving the built `vmm` binary as a
 //! user would. This library holds the harness the test files share.
 
+pub mod nested;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
