@@ -38,9 +38,13 @@ as_root() {
     fi
 }
 
-# 1. QEMU.
+# 1. QEMU (not with NESTED_KVM_NO_QEMU=1: a host with hardware KVM runs the jobs directly).
 qemu=${QEMU:-qemu-system-x86_64}
-if ! command -v "$qemu" >/dev/null; then
+if [ "${NESTED_KVM_NO_QEMU:-0}" = 1 ]; then
+    :
+elif [ -n "${QEMU:-}" ] && ! command -v "$QEMU" >/dev/null; then
+    die "QEMU=$QEMU is not a program this shell can run (unset QEMU to use Debian's qemu-system-x86_64)"
+elif ! command -v "$qemu" >/dev/null; then
     command -v apt-get >/dev/null ||
         die "$qemu is missing and this is not a Debian/Ubuntu machine: install QEMU (qemu-system-x86_64, version 7 or later) yourself"
     say "installing Debian's qemu-system-x86 (apt-get install)"
@@ -49,7 +53,9 @@ if ! command -v "$qemu" >/dev/null; then
         as_root apt-get install -y -qq --no-install-recommends qemu-system-x86 >&2
     } || die "apt-get install qemu-system-x86 failed: install it by hand ('sudo apt-get install qemu-system-x86')"
 fi
-"$qemu" -accel help 2>/dev/null | grep -qx tcg || die "$qemu has no TCG accelerator"
+if [ "${NESTED_KVM_NO_QEMU:-0}" != 1 ]; then
+    "$qemu" -accel help 2>/dev/null | grep -qx tcg || die "$qemu has no TCG accelerator"
+fi
 
 # 2. The L1 guest's userland and the L2 guest.
 bash "$repo/scripts/fetch-linux-guest.sh" >&2

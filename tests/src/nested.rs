@@ -279,6 +279,7 @@ impl Harness {
     /// Runs `jobs` (in order) and brings back what each left.
     pub fn run(&self, jobs: &[Job]) -> Result<Batch, NestedError> {
         check_jobs(jobs)?;
+        self.prepare()?;
         for (p, _) in &self.files {
             if !p.is_file() {
                 return Err(NestedError::Setup(format!(
@@ -348,7 +349,8 @@ impl Harness {
 
     fn run_nested(&self, jobs: &[Job]) -> Result<Batch, NestedError> {
         let t0 = Instant::now();
-        let env = fetch_env(&self.repo)?;
+        let env = fetch_env(&self.repo, &self.mode)?;
+        let cpu = std::env::var("RVMM_NESTED_CPU").unwrap_or_else(|_| "max".into());
         let tmp = match &self.workdir {
             Some(w) => {
                 std::fs::create_dir_all(w).map_err(setup("creating the work folder"))?;
@@ -366,36 +368,29 @@ impl Harness {
         let data = tmp.path.join("l1-data.log");
         let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
         let mut cmd = Command::new(&qemu);
-        cmd.args([
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-machine",
-            "pc",
-        ])
-        .args(["-smp", &self.l1_cpus.to_string()])
-        .args(["-m", &self.l1_mem_mib.to_string()])
-        .args([
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-monitor",
-            "none",
-        ])
-        .arg("-kernel")
-        .arg(&env.kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .args(["-append", L1_CMDLINE])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", data.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        cmd.args(["-accel", "tcg,thread=multi", "-machine", "pc", "-cpu", &cpu])
+            .args(["-smp", &self.l1_cpus.to_string()])
+            .args(["-m", &self.l1_mem_mib.to_string()])
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-monitor",
+                "none",
+            ])
+            .arg("-kernel")
+            .arg(&env.kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", L1_CMDLINE])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", data.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         self.say(&format!(
             "booting the L1 ({qemu}, TCG, {} jobs)",
             jobs.len()
@@ -710,6 +705,8 @@ struct L1Env {
     kernel: PathBuf,
     modules: PathBuf,
     busybox: PathBuf,
+    l2_kernel: PathBuf,
+    l2_initramfs: PathBuf,
 }
 
 /// The KVM modules, in load order (kvm-amd needs kvm and ccp; kvm needs irqbypass).
@@ -718,12 +715,18 @@ const L1_MODULES: &[&str] = &["irqbypass", "kvm", "ccp", "kvm-amd"];
 /// The L1 kernel's command line: console on the first port, quiet, no KASLR work.
 const L1_CMDLINE: &str = "console=ttyS0 quiet panic=-1 mitigations=off nokaslr rdinit=/init";
 
-fn fetch_env(repo: &Path) -> Result<L1Env, NestedError> {
-    let out = Command::new("bash")
-        .arg(repo.join("scripts/fetch-nested-kvm.sh"))
+/// Runs the fetch script (cached after the first time) and returns where things are.
+/// In direct mode QEMU is not needed and not installed.
+fn fetch_env(repo: &Path, mode: &Mode) -> Result<L1Env, NestedError> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo.join("scripts/fetch-nested-kvm.sh"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    if *mode == Mode::Direct {
+        cmd.env("NESTED_KVM_NO_QEMU", "1");
+    }
+    let out = cmd
         .output()
         .map_err(setup("running scripts/fetch-nested-kvm.sh"))?;
     if !out.status.success() {
@@ -742,7 +745,30 @@ fn fetch_env(repo: &Path) -> Result<L1Env, NestedError> {
         kernel: nested.join("vmlinuz"),
         modules: nested.join("modules"),
         busybox: guest.join("busybox/bin/busybox"),
+        l2_kernel: guest.join("bzImage"),
+        l2_initramfs: guest.join("initramfs.cpio.gz"),
     })
+}
+
+/// The Linux guest the tests boot (Debian's cloud kernel and the project's initramfs),
+/// fetched if needed.
+#[derive(Clone, Debug)]
+pub struct LinuxGuest {
+    /// The bzImage.
+    pub kernel: PathBuf,
+    /// The initramfs (gzip newc).
+    pub initramfs: PathBuf,
+}
+
+impl Harness {
+    /// Fetches (once; cached) what this harness needs, and returns the Linux guest.
+    pub fn prepare(&self) -> Result<LinuxGuest, NestedError> {
+        let env = fetch_env(&self.repo, &self.mode)?;
+        Ok(LinuxGuest {
+            kernel: env.l2_kernel,
+            initramfs: env.l2_initramfs,
+        })
+    }
 }
 
 /// A temporary folder, removed on drop unless kept.

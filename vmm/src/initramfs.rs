@@ -13,22 +13,57 @@ use std::io::Write;
 /// The line `/init` prints once the guest's userland runs.
 pub const MARKER: &str = "RVMM-LINUX-BOOTED";
 
-/// The guest's `/init`: mounts proc, sys and devtmpfs, prints [`MARKER`], the kernel release,
-/// the online CPUs and the memory the kernel saw, then resets the machine (with `reboot=t`
-/// on the command line that is a triple fault, which the VMM reports as a reset).
+/// The guest's `/init`: mounts proc, sys and devtmpfs, prints [`MARKER`], the guest clock,
+/// the kernel release, the online CPUs, the memory the kernel saw and the serial port's
+/// interrupt and transmit counts, then does its *action*:
+///
+/// - `poweroff` (the default): powers the machine off (ACPI S5), which the VMM reports as
+///   the `power-off` outcome;
+/// - `reboot`: resets it (`reboot=k` or ACPI's reset register: the VMM's `reset` outcome);
+/// - `shell`: prints `rvmm-linux: shell ready` and runs a busybox shell on the console;
+/// - `panic`: crashes the kernel through `/proc/sysrq-trigger`;
+/// - `none`: stays up (idle) until the VMM ends it.
+///
+/// The action comes from `/etc/rvmm-action` when an archive appended to the initramfs
+/// provides that file (so the kernel command line can stay the VMM's default), else from
+/// `rvmm.action=` on the kernel command line.
 pub const INIT_SCRIPT: &str = "#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+action=poweroff
+for arg in $(cat /proc/cmdline); do
+    case $arg in rvmm.action=*) action=${arg#rvmm.action=} ;; esac
+done
+[ -s /etc/rvmm-action ] && action=$(cat /etc/rvmm-action)
 echo RVMM-LINUX-BOOTED
+echo \"uptime: $(cut -d' ' -f1 /proc/uptime)\"
 echo \"kernel: $(uname -r)\"
 echo \"cpus: $(nproc)\"
 grep MemTotal /proc/meminfo
-echo rvmm-linux: done
-reboot -f
+echo \"serial-irq: $(grep ttyS0 /proc/interrupts | tr -s ' ')\"
+echo \"serial-port: $(grep '^0:' /proc/tty/driver/serial)\"
+echo \"rvmm-linux: action $action\"
+case $action in
+    shell) echo 'rvmm-linux: shell ready'; exec sh ;;
+    reboot) reboot -f ;;
+    panic) echo c > /proc/sysrq-trigger ;;
+    none) while :; do sleep 3600; done ;;
+    *) poweroff -f ;;
+esac
+sleep 2
+echo \"rvmm-linux: $action did not stop the machine\"
 poweroff -f
 ";
+
+/// A one-file archive that sets the guest's action (see [`INIT_SCRIPT`]): append it to the
+/// initramfs (`cat initramfs.cpio.gz action.cpio > initrd`; Linux unpacks both in turn).
+pub fn action_overlay(action: &str) -> Result<Archive, BadPath> {
+    let mut a = Archive::new();
+    a.file("etc/rvmm-action", 0o644, format!("{action}\n").into_bytes())?;
+    Ok(a)
+}
 
 /// The applets `/init` needs, linked even when the busybox binary cannot list its own.
 pub const REQUIRED_APPLETS: &[&str] = &[
@@ -41,7 +76,9 @@ pub const REQUIRED_APPLETS: &[&str] = &[
     "bin/uname",
     "sbin/poweroff",
     "sbin/reboot",
+    "usr/bin/cut",
     "usr/bin/nproc",
+    "usr/bin/tr",
 ];
 
 /// The directories every guest gets.
@@ -413,6 +450,8 @@ mod tests {
         assert!(text.contains(MARKER));
         assert!(text.contains("mount -t devtmpfs"));
         assert!(text.contains("reboot -f"));
+        assert!(text.contains("poweroff -f"));
+        assert!(text.contains("/etc/rvmm-action"));
         let bb = by_name("bin/busybox");
         assert_eq!(bb.mode, 0o100755);
         assert_eq!(bb.data.len(), 10_001);

@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long = "program", value_name = "PATH")]
     programs: Vec<PathBuf>,
     /// One vmm run: its arguments, split as a shell would (in the L1).
-    #[arg(long = "vmm", value_name = "ARGS")]
+    #[arg(long = "vmm", value_name = "ARGS", allow_hyphen_values = true)]
     vmm_runs: Vec<String>,
     /// One shell job (POSIX sh; $VMM, $VMMCTL and $FILES are set).
     #[arg(long = "sh", value_name = "SCRIPT")]
