@@ -11,12 +11,14 @@
 //! value the guest chooses: accesses to nothing read all-ones and are counted, and the log
 //! line for them is rate-limited.
 
+mod acpi_sleep;
 mod bus;
 mod error;
 mod i8042;
 mod serial;
 mod testdev;
 
+pub use acpi_sleep::AcpiSleep;
 pub use bus::{Bus, BusDevice, BusStats};
 pub use error::Error;
 pub use i8042::I8042;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 pub enum ExitRequest {
     /// The guest reset the machine (i8042 0xFE).
     Reset,
+    /// The guest powered the machine off (ACPI S5 through the sleep control register).
+    PowerOff,
     /// The guest reported a panic (pvpanic).
     Panic,
 }

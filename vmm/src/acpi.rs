@@ -1,10 +1,28 @@
-//! A minimal ACPI for SMP Linux guests: RSDP (revision 2), XSDT, a hardware-reduced FADT, an
-//! empty DSDT and the MADT (local APICs, the IOAPIC, interrupt overrides, LINT1 as NMI).
+//! A minimal ACPI for SMP Linux guests: RSDP (revision 2), XSDT, a hardware-reduced FADT, a
+//! DSDT describing the legacy devices, and the MADT (local APICs, the IOAPIC, interrupt
+//! overrides, LINT1 as NMI).
 //!
 //! Debian's cloud kernel has no MP-table parser, so without a MADT it sees one CPU and no
 //! IOAPIC. The tables go in the BIOS area at [`ACPI_START`] (reserved in the e820 map), where
 //! Linux's legacy scan of 0xE0000..0xFFFFF finds the RSDP on its 16-byte boundary; the boot
 //! path also passes [`RSDP_ADDR`] in `boot_params.acpi_rsdp_addr` (protocol 2.14).
+//!
+//! The platform is hardware-reduced (no PM timer, SCI, GPE or PM1 blocks to emulate), as
+//! QEMU's microvm and cloud-hypervisor are. Two consequences shape the tables:
+//!
+//! - x86 Linux then installs a null legacy PIC and maps no ISA IRQ by itself: a device's
+//!   interrupt reaches it only if the DSDT names it. So the DSDT describes COM1 (`PNP0501`,
+//!   ports 0x3F8-0x3FF, IRQ 4, which the IOAPIC's identity-mapped pin 4 delivers) and the
+//!   pvpanic port (`QEMU0001`, 0x505). The i8042 is not described and the FADT does not
+//!   claim an 8042 (`IAPC_BOOT_ARCH`), so Linux does not probe the reset-only controller
+//!   (half a second of timeouts); its reset still works (`reboot=k`, or RESET_REG).
+//! - Power-off goes through the FADT's sleep registers (ACPI 6.5, 4.8.3.7), which ACPICA
+//!   requires on a hardware-reduced platform before it offers S5 (`acpi_sleep_state_supported`
+//!   in Linux's drivers/acpi/sleep.c): `\_S5` gives SLP_TYP 5 and Linux's
+//!   `acpi_hw_extended_sleep` writes `SLP_TYP << 2 | SLP_EN` to [`SLEEP_CONTROL_PORT`]; the
+//!   `devices::AcpiSleep` device there asks the VMM to power off.
+
+pub mod aml;
 
 use crate::layout::{EBDA, HIGH_MEM, IOAPIC, LAPIC};
 
@@ -23,6 +41,19 @@ pub const ACPI_END: u64 = HIGH_MEM;
 pub const PIT_GSI: u32 = 0;
 /// The SCI's IRQ (unused on a hardware-reduced platform, but named as on PCs).
 pub const SCI_IRQ: u8 = 9;
+
+/// COM1's base port (8 ports) as the DSDT describes it; the VMM's 16550A sits there.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1's ISA IRQ, identity-mapped to IOAPIC pin / GSI 4 (the serial device's irqfd).
+pub const COM1_IRQ: u8 = 4;
+/// The pvpanic port (QEMU's ISA pvpanic), described as `QEMU0001`.
+pub const PVPANIC_PORT: u16 = 0x505;
+/// The FADT's SLEEP_CONTROL_REG: a byte at this port (the `devices::AcpiSleep` device).
+pub const SLEEP_CONTROL_PORT: u16 = 0x600;
+/// The FADT's SLEEP_STATUS_REG: the byte after the control register.
+pub const SLEEP_STATUS_PORT: u16 = SLEEP_CONTROL_PORT + 1;
+/// The SLP_TYP value `\_S5` gives (what the sleep device recognizes as power-off).
+pub const S5_SLP_TYP: u8 = devices::AcpiSleep::S5_SLP_TYP;
 
 const OEM_ID: &[u8; 6] = b"RVMM  ";
 const OEM_TABLE_ID: &[u8; 8] = b"RVMMACPI";
@@ -44,7 +75,9 @@ pub mod madt {
 pub const FADT_HW_REDUCED_ACPI: u32 = 1 << 20;
 /// FADT flag: RESET_REG is supported.
 pub const FADT_RESET_REG_SUP: u32 = 1 << 10;
-/// IAPC_BOOT_ARCH: an 8042 keyboard controller is present (the VMM's i8042, for reset).
+/// IAPC_BOOT_ARCH: an 8042 keyboard controller is present. Not set: the VMM's i8042 only
+/// resets, and with this flag (and no PS/2 device in the DSDT) Linux probes the ports
+/// directly and waits out its command timeouts.
 pub const BOOT_ARCH_8042: u16 = 1 << 1;
 /// IAPC_BOOT_ARCH: do not probe for VGA.
 pub const BOOT_ARCH_NO_VGA: u16 = 1 << 2;
@@ -131,23 +164,109 @@ fn gas_io_byte(port: u64) -> [u8; 12] {
     g
 }
 
+/// FADT offsets (from the table's start) of the fields the VMM fills.
+pub mod fadt_off {
+    /// FLAGS (4 bytes).
+    pub const FLAGS: usize = 112;
+    /// IAPC_BOOT_ARCH (2 bytes).
+    pub const BOOT_ARCH: usize = 109;
+    /// RESET_REG (a generic address structure, 12 bytes).
+    pub const RESET_REG: usize = 116;
+    /// RESET_VALUE (1 byte).
+    pub const RESET_VALUE: usize = 128;
+    /// X_DSDT (8 bytes).
+    pub const X_DSDT: usize = 140;
+    /// SLEEP_CONTROL_REG (generic address structure).
+    pub const SLEEP_CONTROL_REG: usize = 244;
+    /// SLEEP_STATUS_REG (generic address structure).
+    pub const SLEEP_STATUS_REG: usize = 256;
+    /// Hypervisor vendor identity (8 bytes).
+    pub const HYPERVISOR_ID: usize = 268;
+}
+
 /// A hardware-reduced FADT (ACPI 6.5, 276 bytes) pointing at the DSDT through X_DSDT, with the
-/// reset register on the i8042's port 0x64 (value 0xFE, as the VMM's i8042 implements).
+/// reset register on the i8042's port 0x64 (value 0xFE, as the VMM's i8042 implements) and
+/// the sleep control and status registers on [`SLEEP_CONTROL_PORT`] and
+/// [`SLEEP_STATUS_PORT`].
 fn fadt(dsdt: u64) -> Vec<u8> {
     let mut b = vec![0u8; 276 - 36];
     let at = |off: usize| off - 36; // offsets below are from the table's start
     b[at(45)] = 0; // preferred PM profile: unspecified
     b[at(46)..at(48)].copy_from_slice(&(SCI_IRQ as u16).to_le_bytes());
-    let boot_arch = BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS_RTC;
-    b[at(109)..at(111)].copy_from_slice(&boot_arch.to_le_bytes());
+    let boot_arch = BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS_RTC;
+    use fadt_off as o;
+    b[at(o::BOOT_ARCH)..at(o::BOOT_ARCH + 2)].copy_from_slice(&boot_arch.to_le_bytes());
     let flags = FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP;
-    b[at(112)..at(116)].copy_from_slice(&flags.to_le_bytes());
-    b[at(116)..at(128)].copy_from_slice(&gas_io_byte(0x64));
-    b[at(128)] = 0xfe; // reset value
+    b[at(o::FLAGS)..at(o::FLAGS + 4)].copy_from_slice(&flags.to_le_bytes());
+    b[at(o::RESET_REG)..at(o::RESET_REG + 12)].copy_from_slice(&gas_io_byte(0x64));
+    b[at(o::RESET_VALUE)] = 0xfe;
     b[at(131)] = 5; // FADT minor version: 6.5
-    b[at(140)..at(148)].copy_from_slice(&dsdt.to_le_bytes()); // X_DSDT (DSDT stays 0)
-    b[at(268)..at(276)].copy_from_slice(b"RVMMKVM\0"); // hypervisor vendor identity
+                    // X_DSDT (the 32-bit DSDT field stays 0).
+    b[at(o::X_DSDT)..at(o::X_DSDT + 8)].copy_from_slice(&dsdt.to_le_bytes());
+    let ctl = gas_io_byte(SLEEP_CONTROL_PORT.into());
+    b[at(o::SLEEP_CONTROL_REG)..at(o::SLEEP_CONTROL_REG + 12)].copy_from_slice(&ctl);
+    let sts = gas_io_byte(SLEEP_STATUS_PORT.into());
+    b[at(o::SLEEP_STATUS_REG)..at(o::SLEEP_STATUS_REG + 12)].copy_from_slice(&sts);
+    b[at(o::HYPERVISOR_ID)..at(o::HYPERVISOR_ID + 8)].copy_from_slice(b"RVMMKVM\0");
     sdt(b"FACP", 6, &b)
+}
+
+/// The DSDT's definition block (the AML after the header):
+///
+/// ```text
+/// Name (_S5, Package (4) { 5, 0, 0, 0 })     // SLP_TYPa = 5: power-off
+/// Scope (\_SB) {
+///     Device (COM1) {
+///         Name (_HID, EisaId ("PNP0501"))     // 16550A UART
+///         Name (_UID, 0)
+///         Name (_STA, 0x0F)
+///         Name (_CRS, ResourceTemplate () {
+///             IO (Decode16, 0x03F8, 0x03F8, 0x01, 0x08)
+///             IRQNoFlags () { 4 }
+///         })
+///     }
+///     Device (PEVT) {
+///         Name (_HID, "QEMU0001")             // pvpanic
+///         Name (_STA, 0x0F)
+///         Name (_CRS, ResourceTemplate () { IO (Decode16, 0x0505, 0x0505, 0x01, 0x01) })
+///     }
+/// }
+/// ```
+pub fn dsdt_aml() -> Vec<u8> {
+    use aml::{device, eisa_id, integer, io, irq_no_flags, name, package, resource_template};
+    let s5 = name(
+        "_S5",
+        &package(&[
+            integer(S5_SLP_TYP.into()),
+            integer(0),
+            integer(0),
+            integer(0),
+        ]),
+    );
+    let com1 = device(
+        "COM1",
+        &[
+            name("_HID", &eisa_id("PNP0501")),
+            name("_UID", &integer(0)),
+            name("_STA", &integer(0x0f)),
+            name(
+                "_CRS",
+                &resource_template(&[io(COM1_PORT, COM1_PORT, 1, 8), irq_no_flags(COM1_IRQ)]),
+            ),
+        ],
+    );
+    let pvpanic = device(
+        "PEVT",
+        &[
+            name("_HID", &aml::string("QEMU0001")),
+            name("_STA", &integer(0x0f)),
+            name(
+                "_CRS",
+                &resource_template(&[io(PVPANIC_PORT, PVPANIC_PORT, 1, 1)]),
+            ),
+        ],
+    );
+    [s5, aml::scope("\\_SB", &[com1, pvpanic])].concat()
 }
 
 /// RSDP revision 2 (ACPI 2.0+): no RSDT, the XSDT's 64-bit address.
@@ -173,7 +292,7 @@ pub fn build(cpus: u8) -> AcpiTables {
     // The XSDT holds two pointers: the FADT and the MADT.
     let fadt_addr = align(xsdt_addr + 36 + 2 * 8);
     let dsdt_addr = align(fadt_addr + 276);
-    let dsdt = sdt(b"DSDT", 2, &[]);
+    let dsdt = sdt(b"DSDT", 2, &dsdt_aml());
     let madt_addr = align(dsdt_addr + dsdt.len() as u64);
 
     let mut xsdt_body = Vec::new();
@@ -258,8 +377,8 @@ mod tests {
         assert_eq!(fadt[8], 6, "FADT revision");
         assert_ne!(u32_at(fadt, 112) & FADT_HW_REDUCED_ACPI, 0);
         assert_eq!(u32_at(fadt, 40), 0, "32-bit DSDT pointer unused");
-        let dsdt = table(&mem, u64_at(fadt, 140), b"DSDT");
-        assert_eq!(dsdt.len(), 36);
+        let dsdt = table(&mem, u64_at(fadt, fadt_off::X_DSDT), b"DSDT");
+        check_dsdt(dsdt);
 
         let madt = table(&mem, ptrs[1], b"APIC");
         assert_eq!(u32_at(madt, 36) as u64, LAPIC);
@@ -300,6 +419,162 @@ mod tests {
             1 + usize::from(PIT_GSI != 0)
         );
         assert_eq!(counts[madt::LOCAL_APIC_NMI as usize], 1);
+    }
+
+    use aml::decode::{self, Obj, Term};
+
+    /// The `Name` objects directly inside `terms`.
+    fn names(terms: &[Term]) -> std::collections::HashMap<&str, &Obj> {
+        terms
+            .iter()
+            .filter_map(|t| match t {
+                Term::Name(n, o) => Some((n.as_str(), o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The devices directly inside `terms`, by name.
+    fn devices(terms: &[Term]) -> std::collections::HashMap<&str, &[Term]> {
+        terms
+            .iter()
+            .filter_map(|t| match t {
+                Term::Device(n, body) => Some((n.as_str(), body.as_slice())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The (type, body) small resource descriptors of a `_CRS` buffer, end tag checked.
+    fn crs(obj: &Obj) -> Vec<(u8, Vec<u8>)> {
+        let Obj::Buf(b) = obj else {
+            panic!("_CRS is not a buffer: {obj:?}")
+        };
+        let r = decode::resources(b).unwrap();
+        let (ty, end) = r.last().unwrap();
+        assert_eq!(*ty, 0x0f, "end tag");
+        assert!(end[0] == 0 || sum(b) == 0, "end tag checksum");
+        r
+    }
+
+    /// An I/O descriptor's (decode, min, max, align, len).
+    fn io_desc(body: &[u8]) -> (u8, u16, u16, u8, u8) {
+        assert_eq!(body.len(), 7);
+        let w = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
+        (body[0], w(1), w(3), body[5], body[6])
+    }
+
+    /// Parses the DSDT's AML: `\_S5` at the root, COM1 and pvpanic under `\_SB`, nothing
+    /// else (no i8042).
+    fn check_dsdt(dsdt: &[u8]) {
+        assert_eq!(&dsdt[..4], b"DSDT");
+        assert_eq!(dsdt[8], 2, "revision 2: 64-bit integers");
+        assert_eq!(sum(dsdt), 0);
+        let terms = decode::terms(&dsdt[36..]).unwrap();
+        assert_eq!(terms.len(), 2, "{terms:#?}");
+
+        let root = names(&terms);
+        let Some(Obj::Pkg(s5)) = root.get("_S5_") else {
+            panic!("no \\_S5 package: {terms:#?}")
+        };
+        assert_eq!(s5[0], Obj::Int(5), "SLP_TYPa");
+        assert_eq!(s5[0], Obj::Int(devices::AcpiSleep::S5_SLP_TYP.into()));
+        assert!(s5.iter().all(|o| matches!(o, Obj::Int(_))), "{s5:?}");
+        assert!(s5.len() >= 2);
+
+        let Some(Term::Scope(sb, sb_terms)) = terms.iter().find(|t| matches!(t, Term::Scope(..)))
+        else {
+            panic!("no \\_SB scope")
+        };
+        assert_eq!(sb, "\\_SB_");
+        let devs = devices(sb_terms);
+        assert_eq!(devs.len(), 2, "COM1 and pvpanic only: {devs:?}");
+
+        let com1 = names(devs["COM1"]);
+        let Obj::Int(hid) = com1["_HID"] else {
+            panic!("COM1 _HID is not an EISA ID")
+        };
+        assert_eq!(decode::eisa_id_string(*hid as u32), "PNP0501");
+        assert!(matches!(com1["_UID"], Obj::Int(_)));
+        assert_eq!(com1["_STA"], &Obj::Int(0x0f));
+        let r = crs(com1["_CRS"]);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[0].0, 0x08, "I/O descriptor");
+        assert_eq!(io_desc(&r[0].1), (1, 0x3f8, 0x3f8, 1, 8));
+        assert_eq!(r[1].0, 0x04, "IRQ descriptor");
+        assert_eq!(
+            r[1].1,
+            [1 << 4, 0],
+            "IRQ 4 only, no flags byte (edge, high)"
+        );
+
+        let pv = names(devs["PEVT"]);
+        assert_eq!(pv["_HID"], &Obj::Str("QEMU0001".into()));
+        let r = crs(pv["_CRS"]);
+        assert_eq!(r.len(), 2);
+        assert_eq!(io_desc(&r[0].1), (1, 0x505, 0x505, 1, 1));
+    }
+
+    #[test]
+    fn dsdt_describes_com1_pvpanic_and_s5() {
+        let t = build(1);
+        let (_, dsdt) = t
+            .regions
+            .iter()
+            .find(|(_, b)| b.starts_with(b"DSDT"))
+            .unwrap();
+        check_dsdt(dsdt);
+        // The device ports are the ones the VMM registers.
+        assert_eq!((COM1_PORT, COM1_IRQ, PVPANIC_PORT), (0x3f8, 4, 0x505));
+    }
+
+    #[test]
+    fn fadt_sleep_registers_point_at_the_sleep_device_and_no_8042_is_claimed() {
+        let t = build(2);
+        let (_, fadt) = t
+            .regions
+            .iter()
+            .find(|(_, b)| b.starts_with(b"FACP"))
+            .unwrap();
+        let gas = |off: usize| {
+            let g = &fadt[off..off + 12];
+            (g[0], g[1], g[2], g[3], u64_at(g, 4))
+        };
+        // System I/O, 8 bits at bit 0, byte access: ACPICA accepts it (8/16/32/64-bit
+        // registers only) and makes one byte access.
+        let ctl = gas(fadt_off::SLEEP_CONTROL_REG);
+        let sts = gas(fadt_off::SLEEP_STATUS_REG);
+        assert_eq!(ctl, (1, 8, 0, 1, SLEEP_CONTROL_PORT.into()));
+        assert_eq!(sts, (1, 8, 0, 1, SLEEP_STATUS_PORT.into()));
+        assert_ne!(
+            ctl.4, 0,
+            "a zero address means no register: S5 would not be offered"
+        );
+        assert_ne!(sts.4, 0);
+        // The device decodes control at offset 0 and status at offset 1.
+        assert_eq!(
+            u64::from(SLEEP_STATUS_PORT - SLEEP_CONTROL_PORT),
+            devices::AcpiSleep::STATUS
+        );
+        // Reset is unchanged: port 0x64, value 0xFE.
+        assert_eq!(gas(fadt_off::RESET_REG), (1, 8, 0, 1, 0x64));
+        assert_eq!(fadt[fadt_off::RESET_VALUE], 0xfe);
+        let flags = u32_at(fadt, fadt_off::FLAGS);
+        assert_eq!(
+            flags & (FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP),
+            FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP
+        );
+        let boot_arch =
+            u16::from_le_bytes([fadt[fadt_off::BOOT_ARCH], fadt[fadt_off::BOOT_ARCH + 1]]);
+        assert_eq!(
+            boot_arch & BOOT_ARCH_8042,
+            0,
+            "Linux must not probe the i8042"
+        );
+        assert_eq!(
+            &fadt[fadt_off::HYPERVISOR_ID..fadt_off::HYPERVISOR_ID + 8],
+            b"RVMMKVM\0"
+        );
     }
 
     #[test]

@@ -8,15 +8,35 @@ use vmm::boot::{BootConfig, KernelSource};
 use vmm::outcome::status;
 use vmm::vm::{SerialMode, Vm, VmConfig};
 
+/// The command line a Linux `--kernel` gets without `--cmdline`:
+/// - `reboot=k`: `reboot` resets through the i8042's 0xFE (outcome "reset"); the default,
+///   ACPI's RESET_REG, points at the same port, but `k` does not depend on ACPI. (`reboot=t`,
+///   the old default, ends in a triple fault, which is reported as a failure.)
+/// - no `panic=`: a panicking kernel prints its report and spins instead of rebooting, and the
+///   VMM ends the run with outcome "guest-panic" at the report's last line (Debian's cloud
+///   kernel has its ACPI pvpanic driver only as a module, `CONFIG_PVPANIC_MMIO=m`).
+/// - `8250.nr_uarts=1`: the one UART; Linux would otherwise probe three absent legacy ports.
+///
+/// Power-off needs nothing here: the DSDT's `\_S5` and the FADT's sleep registers.
+const LINUX_CMDLINE: &str = "console=ttyS0 reboot=k 8250.nr_uarts=1";
+
 const AFTER_HELP: &str = "\
 Exit status:
-  0  the guest reset or powered off; with --expect: the string appeared in time
+  0  the guest reset (outcome reset) or powered off (outcome power-off);
+     with --expect: the string appeared in time
   1  the VMM failed (set-up or KVM error)
   2  bad usage
   3  --timeout passed first; with --expect: the guest stopped before the string appeared
-  4  the guest crashed (pvpanic, KVM internal/emulation error, failed entry)
+  4  the guest crashed: a panic (pvpanic, or a Linux kernel's \"Kernel panic - not
+     syncing\" console line), a KVM internal/emulation error, a failed entry
   5  a vCPU triple-faulted (Linux's reboot=t reset also ends this way)
   6  stopped by the user (SIGINT, SIGTERM, Ctrl-A x)
+
+A Linux --kernel gets, unless --cmdline says otherwise:
+  console=ttyS0 reboot=k 8250.nr_uarts=1
+(reboot through the i8042, power-off through ACPI S5, no panic= so that a panicking
+kernel never looks like a reset; the VMM recognizes its panic line)
+
 
 With no --kernel the built-in test guest boots; its command line picks a workload:
   workload=smoke|io-storm count=N|mem-touch|panic|fault|triple-fault|reset|echo|probe
@@ -159,7 +179,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     };
     let cmdline = cli.cmdline.clone().unwrap_or_else(|| match kernel {
         KernelSource::Builtin => "workload=smoke".to_string(),
-        KernelSource::File(_) => "console=ttyS0 reboot=t panic=-1".to_string(),
+        KernelSource::File(_) => LINUX_CMDLINE.to_string(),
     });
     let external = vmm::vm::is_external(&kernel);
     let json_to_stdout = cli.result_json.as_deref() == Some(std::path::Path::new("-"));
@@ -275,4 +295,13 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         }
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn help_shows_the_default_linux_command_line() {
+        assert!(super::AFTER_HELP.contains(super::LINUX_CMDLINE));
+        assert!(!super::LINUX_CMDLINE.contains("panic="));
+    }
 }

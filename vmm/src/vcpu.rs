@@ -147,7 +147,8 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
                 VcpuExit::Hlt => Some(Outcome::Halted),
                 VcpuExit::Shutdown => Some(Outcome::TripleFault),
                 VcpuExit::SystemEvent(kind, _) => match kind {
-                    KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => Some(Outcome::Reset),
+                    KVM_SYSTEM_EVENT_SHUTDOWN => Some(Outcome::PowerOff),
+                    KVM_SYSTEM_EVENT_RESET => Some(Outcome::Reset),
                     KVM_SYSTEM_EVENT_CRASH => Some(Outcome::Panic),
                     other => Some(Outcome::Crash(format!("unknown KVM system event {other}"))),
                 },
@@ -192,7 +193,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
         }
         if let Some(outcome) = outcome {
             let diagnostic = match &outcome {
-                Outcome::Reset => None,
+                Outcome::Reset | Outcome::PowerOff => None,
                 o => Some(format!(
                     "vCPU {id} stopped the VM: {}\n{}",
                     describe(o),

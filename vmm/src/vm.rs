@@ -6,7 +6,7 @@ use crate::error::{io, kvm as kvm_err, Error, Result};
 use crate::layout::{EBDA, KVM_TSS};
 use crate::outcome::Outcome;
 use crate::vcpu::ExitCounters;
-use devices::{Bus, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042};
+use devices::{AcpiSleep, Bus, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{ListenerError, MemoryListener, RamBlock, RamList};
 use parking_lot::{Condvar, Mutex};
@@ -118,6 +118,8 @@ pub struct VmShared {
     started: Instant,
     first_run: Mutex<Option<Duration>>,
     expect_seen: Mutex<Option<Duration>>,
+    /// The first "Kernel panic - not syncing" line a Linux guest printed, if any.
+    guest_panic: Mutex<Option<String>>,
 }
 
 impl VmShared {
@@ -177,11 +179,26 @@ impl VmShared {
         }
     }
 
-    /// Ends the run with `outcome` (the first outcome wins) and kicks every vCPU.
+    /// Ends the run with `outcome` (the first outcome wins) and kicks every vCPU. A reset,
+    /// power-off or triple fault that follows a Linux guest's panic line is the panic's end
+    /// (a kernel booted with `panic=N` reboots after it) and is reported as [`Outcome::Panic`].
     pub fn finish(&self, outcome: Outcome, diagnostic: Option<String>) {
         {
             let mut r = self.result.lock();
             if r.is_none() {
+                let (outcome, diagnostic) = match (outcome, self.guest_panic.lock().as_ref()) {
+                    (
+                        o @ (Outcome::Reset | Outcome::PowerOff | Outcome::TripleFault),
+                        Some(line),
+                    ) => (
+                        Outcome::Panic,
+                        Some(format!(
+                            "the Linux guest panicked ({line}), then the VM ended with {}",
+                            o.name()
+                        )),
+                    ),
+                    (o, _) => (o, diagnostic),
+                };
                 *r = Some((outcome, diagnostic));
                 FINISHED_HERE.with(|f| f.set(true));
             }
@@ -205,6 +222,22 @@ impl VmShared {
         self.on_finish.lock().push(Box::new(hook));
     }
 
+    /// Records a Linux guest's panic line (the first one counts); `end` says the kernel has
+    /// finished its panic report ("---[ end Kernel panic"), which ends the run.
+    fn guest_panicked(&self, line: &str, end: bool) {
+        let first = self
+            .guest_panic
+            .lock()
+            .get_or_insert_with(|| line.to_string())
+            .clone();
+        if end {
+            self.finish(
+                Outcome::Panic,
+                Some(format!("the Linux guest panicked: {first}")),
+            );
+        }
+    }
+
     /// The outcome's short name, once the run has ended.
     pub fn outcome_name(&self) -> Option<&'static str> {
         self.result.lock().as_ref().map(|(o, _)| o.name())
@@ -223,6 +256,69 @@ struct SerialSink {
     expect: Vec<u8>,
     matched: usize,
     on_match: Option<Box<dyn FnMut() + Send>>,
+    /// For Linux kernels: the console watched for the kernel's panic lines.
+    panic: Option<PanicWatch>,
+}
+/// What Linux's `panic()` prints first (kernel/panic.c), after any log prefix.
+const LINUX_PANIC: &str = "Kernel panic - not syncing";
+/// What it prints last, after the backtrace, unless `panic=N` makes it reboot first.
+const LINUX_PANIC_END: &str = "---[ end Kernel panic - not syncing";
+/// Longer lines are cut to this many bytes before the check (the marker comes after a
+/// timestamp of about 15 bytes).
+const PANIC_LINE_MAX: usize = 512;
+
+/// What a console line says about a Linux panic.
+#[derive(Debug, PartialEq, Eq)]
+enum PanicLine {
+    /// Not a panic line.
+    No,
+    /// `panic()`'s first line: the report (backtrace) follows.
+    Start,
+    /// Its last line: the kernel now spins (or, with `panic=N`, reboots after N seconds).
+    End,
+}
+
+fn classify_panic_line(line: &str) -> PanicLine {
+    if line.contains(LINUX_PANIC_END) {
+        PanicLine::End
+    } else if line.contains(LINUX_PANIC) {
+        PanicLine::Start
+    } else {
+        PanicLine::No
+    }
+}
+
+/// Collects console lines and reports panic lines to the VM.
+///
+/// pvpanic would be the better channel, but Debian's cloud kernel builds its ACPI pvpanic
+/// driver as a module (`CONFIG_PVPANIC_MMIO=m`) that a minimal initramfs does not load;
+/// the console line works with any kernel that has `console=ttyS0`. (A userspace program
+/// that prints the marker is taken for a panic too.)
+struct PanicWatch {
+    line: Vec<u8>,
+    shared: std::sync::Weak<VmShared>,
+}
+
+impl PanicWatch {
+    /// Takes one console byte; at the end of a panic line, returns the line (trimmed) and
+    /// what it is.
+    fn feed(&mut self, b: u8) -> Option<(String, PanicLine)> {
+        match b {
+            b'\n' => {
+                let line = String::from_utf8_lossy(&self.line).trim().to_string();
+                self.line.clear();
+                match classify_panic_line(&line) {
+                    PanicLine::No => None,
+                    kind => Some((line, kind)),
+                }
+            }
+            _ if self.line.len() < PANIC_LINE_MAX => {
+                self.line.push(b);
+                None
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Write for SerialSink {
@@ -237,6 +333,15 @@ impl Write for SerialSink {
             log.write_all(buf)?;
             if buf.contains(&b'\n') {
                 log.flush()?;
+            }
+        }
+        if let Some(p) = &mut self.panic {
+            for &b in buf {
+                if let Some((line, kind)) = p.feed(b) {
+                    if let Some(s) = p.shared.upgrade() {
+                        s.guest_panicked(&line, kind == PanicLine::End);
+                    }
+                }
             }
         }
         if !self.expect.is_empty() && self.on_match.is_some() {
@@ -466,6 +571,7 @@ impl Vm {
             started,
             first_run: Mutex::new(None),
             expect_seen: Mutex::new(None),
+            guest_panic: Mutex::new(None),
         });
 
         // Devices.
@@ -474,6 +580,7 @@ impl Vm {
             if let Some(s) = weak.upgrade() {
                 match req {
                     ExitRequest::Reset => s.finish(Outcome::Reset, None),
+                    ExitRequest::PowerOff => s.finish(Outcome::PowerOff, None),
                     ExitRequest::Panic => s.finish(
                         Outcome::Panic,
                         Some("the guest reported a panic through pvpanic (port 0x505)".into()),
@@ -482,14 +589,24 @@ impl Vm {
             }
         });
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
-        vm.register_irqfd(&irq, 4)
+        // The DSDT describes COM1 and pvpanic at these ports (a hardware-reduced Linux maps
+        // only the interrupts the DSDT names), and the FADT's sleep registers at AcpiSleep's.
+        use crate::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
+        vm.register_irqfd(&irq, COM1_IRQ.into())
             .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
         let serial = Arc::new(Serial::new(irq, serial_sink(&cfg, &shared)?));
-        shared.pio.insert(0x3f8, 8, serial.clone())?;
+        shared.pio.insert(COM1_PORT.into(), 8, serial.clone())?;
         shared
             .pio
             .insert(0x60, 5, Arc::new(I8042::new(exit.clone())))?;
-        shared.pio.insert(0x505, 1, Arc::new(PvPanic::new(exit)))?;
+        shared.pio.insert(
+            SLEEP_CONTROL_PORT.into(),
+            2,
+            Arc::new(AcpiSleep::new(exit.clone())),
+        )?;
+        shared
+            .pio
+            .insert(PVPANIC_PORT.into(), 1, Arc::new(PvPanic::new(exit)))?;
         let counter = Arc::new(TestCounter::default());
         shared.pio.insert(0x510, 2, counter.clone())?;
         shared.pio.insert(
@@ -710,10 +827,85 @@ fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write +
         expect: cfg.expect.clone().unwrap_or_default().into_bytes(),
         matched: 0,
         on_match,
+        panic: is_external(&cfg.boot.kernel).then(|| PanicWatch {
+            line: Vec::new(),
+            shared: Arc::downgrade(shared),
+        }),
     }))
 }
 
 /// Whether `src` is a Linux kernel file (as opposed to the built-in guest).
 pub fn is_external(src: &KernelSource) -> bool {
     matches!(src, KernelSource::File(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> PanicWatch {
+        PanicWatch {
+            line: Vec::new(),
+            shared: std::sync::Weak::new(),
+        }
+    }
+
+    fn feed(w: &mut PanicWatch, text: &[u8]) -> Vec<(String, PanicLine)> {
+        text.iter().filter_map(|&b| w.feed(b)).collect()
+    }
+
+    #[test]
+    fn linux_panic_lines_are_recognized_with_and_without_timestamps() {
+        let mut w = watch();
+        let got = feed(
+            &mut w,
+            b"[    1.000000] Run /init as init process\r\n\
+              [    2.345678] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n\
+              [    2.345700] CPU: 0 PID: 1 Comm: init Not tainted 6.1.0-57-cloud-amd64\r\n\
+              [    2.346000] ---[ end Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100 ]---\r\n",
+        );
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "[    2.345678] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+                        .to_string(),
+                    PanicLine::Start
+                ),
+                (
+                    "[    2.346000] ---[ end Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100 ]---"
+                        .to_string(),
+                    PanicLine::End
+                ),
+            ]
+        );
+        let got = feed(
+            &mut w,
+            b"Kernel panic - not syncing: VFS: Unable to mount root fs\n",
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, PanicLine::Start);
+    }
+
+    #[test]
+    fn other_lines_and_unfinished_lines_are_not_panics() {
+        let mut w = watch();
+        assert!(feed(&mut w, b"Kernel panic\nnot syncing\n").is_empty());
+        assert!(feed(&mut w, b"Kernel panic - not syncing: no newline yet").is_empty());
+        // A long line is cut, not grown without bound; the marker near its start still counts.
+        let mut long = b"Kernel panic - not syncing: ".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 10 * PANIC_LINE_MAX));
+        let mut w = watch();
+        assert!(feed(&mut w, &long).is_empty());
+        assert_eq!(w.line.len(), PANIC_LINE_MAX);
+        let got = feed(&mut w, b"\n");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.len(), PANIC_LINE_MAX);
+        assert!(w.line.is_empty());
+        // Invalid UTF-8 does not stop the check.
+        assert_eq!(
+            feed(&mut w, b"\xff\xfe Kernel panic - not syncing: x\n").len(),
+            1
+        );
+    }
 }
