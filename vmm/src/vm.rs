@@ -621,9 +621,21 @@ impl Vm {
         )?;
 
         // vCPUs.
-        let base_cpuid = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let base_cpuid = crate::cpuid::supported(&kvm)?;
+        if log::log_enabled!(target: "vmm::cpuid", log::Level::Debug) {
+            let mut c = base_cpuid.clone();
+            crate::cpuid::normalize(&mut c, 0, cpus);
+            for e in base_cpuid.as_slice() {
+                log::debug!(
+                    target: "vmm::cpuid",
+                    "KVM: {:#010x}.{}: {:08x} {:08x} {:08x} {:08x}",
+                    e.function, e.index, e.eax, e.ebx, e.ecx, e.edx
+                );
+            }
+            for line in crate::cpuid::changes(&base_cpuid, &c) {
+                log::debug!(target: "vmm::cpuid", "vCPU 0: {line}");
+            }
+        }
         let mut vcpus = Vec::new();
         for id in 0..cpus {
             let vcpu = vm
