@@ -31,12 +31,12 @@ Exit status:
      syncing\" console line), a KVM internal/emulation error, a failed entry
   5  a vCPU triple-faulted (Linux's reboot=t reset also ends this way)
   6  stopped by the user (SIGINT, SIGTERM, Ctrl-A x)
+  7  a line of guest output contained a --fail-on pattern (before any --expect string)
 
 A Linux --kernel gets, unless --cmdline says otherwise:
   console=ttyS0 reboot=k 8250.nr_uarts=1
 (reboot through the i8042, power-off through ACPI S5, no panic= so that a panicking
 kernel never looks like a reset; the VMM recognizes its panic line)
-
 
 With no --kernel the built-in test guest boots; its command line picks a workload:
   workload=smoke|io-storm count=N|mem-touch|panic|fault|triple-fault|reset|echo|probe
@@ -71,6 +71,15 @@ struct Cli {
     /// Stop with success as soon as this string appears on the serial port.
     #[arg(long)]
     expect: Option<String>,
+    /// Stop with failure (status 7) as soon as a line of guest serial output contains
+    /// PATTERN (a plain substring; repeatable; wherever the output goes). With --expect,
+    /// whichever appears first decides.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    fail_on: Vec<String>,
+    /// Add the kernel-error patterns to --fail-on: "Kernel panic", "BUG:", "WARNING:",
+    /// "Call Trace", "XSAVE consistency problem", "Unhandled".
+    #[arg(long)]
+    fail_on_kernel_errors: bool,
     /// Also write guest serial output to this file.
     #[arg(long)]
     log: Option<PathBuf>,
@@ -134,6 +143,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("'{s}' is not a usable duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_pattern(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("a --fail-on pattern must not be empty (it would match every line)".into())
+    } else if s.contains(['\n', '\r']) {
+        Err("a --fail-on pattern is matched within one line: it cannot contain a line break".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// The --fail-on patterns in effect: the ones given, then the kernel-error set if asked for
+/// (each pattern once).
+fn fail_patterns(cli: &Cli) -> Vec<String> {
+    let mut all = cli.fail_on.clone();
+    if cli.fail_on_kernel_errors {
+        all.extend(vmm::outcome::KERNEL_ERROR_PATTERNS.map(String::from));
+    }
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|p| seen.insert(p.clone()));
+    all
 }
 
 fn parse_serial(s: &str) -> Result<SerialMode, String> {
@@ -219,6 +250,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
             KernelSource::File(p) => p.display().to_string(),
         },
         expect: cfg.expect.clone(),
+        fail_on: fail_patterns(&cli),
     };
     // SIGINT/SIGTERM are blocked in every thread (the vCPU threads inherit the mask) and
     // arrive through a signalfd on the main loop.
@@ -231,7 +263,8 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
 
     let timeout = cfg.timeout;
     let serial_in = cfg.serial == SerialMode::Stdio || json_to_stdout;
-    let vm = Vm::new_in(cfg, rcu).context("setting up the VM")?;
+    let vm =
+        Vm::new_in_with_fail_on(cfg, rcu, &cfg_summary.fail_on).context("setting up the VM")?;
     if external {
         if let Some(w) = vmm::pvm::linux_warning() {
             eprintln!("vmm: warning: {w}");

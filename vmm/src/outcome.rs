@@ -21,6 +21,14 @@ pub enum Outcome {
     Halted,
     /// The `--expect` string appeared on the serial port.
     ExpectSeen,
+    /// A line of the guest's console output contained a `--fail-on` pattern.
+    FailPattern {
+        /// The pattern (the first one the line matched).
+        pattern: String,
+        /// The whole line, line end removed (at most [`MAX_LINE`] bytes, invalid UTF-8
+        /// replaced).
+        line: String,
+    },
     /// `--timeout` passed.
     Timeout,
     /// The user stopped the VM: SIGINT, SIGTERM, Ctrl-A x, or a `quit` request.
@@ -47,6 +55,9 @@ pub mod status {
     pub const TRIPLE_FAULT: i32 = 5;
     /// Stopped by the user (SIGINT, SIGTERM, Ctrl-A x, quit).
     pub const STOPPED: i32 = 6;
+    /// A line of guest console output contained a `--fail-on` pattern (with `--expect`
+    /// too: the pattern came first).
+    pub const FAIL_PATTERN: i32 = 7;
 }
 
 impl Outcome {
@@ -54,6 +65,7 @@ impl Outcome {
     pub fn exit_status(&self, expecting: bool) -> i32 {
         match self {
             Outcome::ExpectSeen => status::OK,
+            Outcome::FailPattern { .. } => status::FAIL_PATTERN,
             Outcome::Timeout => status::TIMEOUT,
             Outcome::Stopped => status::STOPPED,
             Outcome::Error(_) => status::ERROR,
@@ -74,10 +86,255 @@ impl Outcome {
             Outcome::Crash(_) => "crash",
             Outcome::Halted => "halted",
             Outcome::ExpectSeen => "expect-seen",
+            Outcome::FailPattern { .. } => "fail-pattern",
             Outcome::Timeout => "timeout",
             Outcome::Stopped => "stopped",
             Outcome::Error(_) => "error",
         }
+    }
+}
+
+/// The patterns `--fail-on-kernel-errors` adds: what a Linux kernel prints when something
+/// went wrong (a panic, an oops or BUG, a WARN with its call trace, the FPU set-up's XSAVE
+/// check, an unhandled fault or signal).
+pub const KERNEL_ERROR_PATTERNS: [&str; 6] = [
+    "Kernel panic",
+    "BUG:",
+    "WARNING:",
+    "Call Trace",
+    "XSAVE consistency problem",
+    "Unhandled",
+];
+
+/// The longest line [`FailScanner`] keeps: a longer one is scanned in pieces of this size, so
+/// a guest that never ends a line cannot make the VMM buffer without bound.
+pub const MAX_LINE: usize = 4096;
+
+/// What [`FailScanner::push`] saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The current line now contains pattern `i` (the first one it matched; reported once
+    /// per line).
+    Hit(usize),
+    /// A line that matched pattern `pattern` ended; `line` is its text without the line end.
+    LineDone {
+        /// The index of the pattern.
+        pattern: usize,
+        /// The line, `\r`/`\n` removed.
+        line: Vec<u8>,
+    },
+}
+
+/// Scans guest console output, byte by byte as the UART emits it, for lines containing any of
+/// a set of patterns (plain substrings; a line ends at `\n`, a `\r` before it is dropped).
+/// Writes may split a line or a pattern anywhere.
+#[derive(Debug, Default)]
+pub struct FailScanner {
+    patterns: Vec<String>,
+    line: Vec<u8>,
+    hit: Option<usize>,
+}
+
+impl FailScanner {
+    /// A scanner for `patterns` (none: it never reports anything).
+    pub fn new(patterns: &[String]) -> FailScanner {
+        FailScanner {
+            patterns: patterns.to_vec(),
+            line: Vec::new(),
+            hit: None,
+        }
+    }
+
+    /// Whether there is nothing to look for.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The current line so far (line end removed), for a report before the line ends.
+    pub fn partial_line(&self) -> &[u8] {
+        trim_line_end(&self.line)
+    }
+
+    /// The outcome for a line that matched pattern `pattern` (an index from [`Scan`]).
+    pub fn outcome(&self, pattern: usize, line: &[u8]) -> Outcome {
+        Outcome::FailPattern {
+            pattern: self.patterns.get(pattern).cloned().unwrap_or_default(),
+            line: String::from_utf8_lossy(line).into_owned(),
+        }
+    }
+
+    /// If the current, unfinished line matched: the outcome with the line so far.
+    pub fn pending(&self) -> Option<Outcome> {
+        self.hit.map(|i| self.outcome(i, self.partial_line()))
+    }
+
+    /// Feeds one byte of output.
+    pub fn push(&mut self, b: u8) -> Option<Scan> {
+        if self.patterns.is_empty() {
+            return None;
+        }
+        if b == b'\n' {
+            return self.end_line();
+        }
+        self.line.push(b);
+        let hit = match self.hit {
+            None => self
+                .patterns
+                .iter()
+                .position(|p| self.line.ends_with(p.as_bytes())),
+            Some(_) => None,
+        };
+        if hit.is_some() {
+            self.hit = hit;
+        }
+        if self.line.len() >= MAX_LINE {
+            return self.end_line();
+        }
+        hit.map(Scan::Hit)
+    }
+
+    fn end_line(&mut self) -> Option<Scan> {
+        let done = self.hit.take().map(|pattern| Scan::LineDone {
+            pattern,
+            line: trim_line_end(&self.line).to_vec(),
+        });
+        self.line.clear();
+        done
+    }
+}
+
+fn trim_line_end(mut l: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r' | b'\n'] = l {
+        l = rest;
+    }
+    l
+}
+
+#[cfg(test)]
+mod fail_scan_tests {
+    use super::*;
+
+    fn scanner(p: &[&str]) -> FailScanner {
+        FailScanner::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    /// Feeds `writes` in turn; returns every event with the number of bytes fed before it.
+    fn feed(s: &mut FailScanner, writes: &[&[u8]]) -> Vec<(usize, Scan)> {
+        let mut n = 0;
+        let mut out = Vec::new();
+        for w in writes {
+            for &b in *w {
+                n += 1;
+                if let Some(e) = s.push(b) {
+                    out.push((n, e));
+                }
+            }
+        }
+        out
+    }
+
+    fn done(pattern: usize, line: &str) -> Scan {
+        Scan::LineDone {
+            pattern,
+            line: line.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_pattern_split_across_writes_matches() {
+        let mut s = scanner(&["Kernel panic"]);
+        let ev = feed(&mut s, &[b"[ 1.0] Ker", b"nel pa", b"nic - not syncing\n"]);
+        assert_eq!(
+            ev,
+            vec![
+                (19, Scan::Hit(0)),
+                (34, done(0, "[ 1.0] Kernel panic - not syncing"))
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_and_pattern_at_the_line_end() {
+        let mut s = scanner(&["BUG:"]);
+        let ev = feed(&mut s, &[b"ok\r\n", b"x BUG:\r", b"\n", b"after\r\n"]);
+        assert_eq!(ev, vec![(10, Scan::Hit(0)), (12, done(0, "x BUG:"))]);
+    }
+
+    #[test]
+    fn a_pattern_never_spans_lines() {
+        let mut s = scanner(&["WARNING:"]);
+        assert!(feed(&mut s, &[b"WARN\nING:\n", b"WARNING\n:\n"]).is_empty());
+    }
+
+    #[test]
+    fn several_patterns_the_first_to_complete_wins_once_per_line() {
+        let mut s = scanner(&["Call Trace", "BUG:", "oops"]);
+        let ev = feed(
+            &mut s,
+            &[b"BUG: oops Call Trace\n", b"Call Trace:\n", b"clean\n"],
+        );
+        assert_eq!(
+            ev,
+            vec![
+                (4, Scan::Hit(1)),
+                (21, done(1, "BUG: oops Call Trace")),
+                (31, Scan::Hit(0)),
+                (33, done(0, "Call Trace:")),
+            ]
+        );
+    }
+
+    #[test]
+    fn overlapping_prefixes_still_match() {
+        let mut s = scanner(&["aab"]);
+        let ev = feed(&mut s, &[b"aaab\n"]);
+        assert_eq!(ev, vec![(4, Scan::Hit(0)), (5, done(0, "aaab"))]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_no_patterns_report_nothing() {
+        let mut s = scanner(&["x"]);
+        let long = vec![b'y'; MAX_LINE + 10];
+        assert!(feed(&mut s, &[&long, b"\n"]).is_empty());
+        assert!(s.partial_line().is_empty());
+        let mut s = scanner(&["needle"]);
+        let mut long = vec![b'y'; MAX_LINE - 6];
+        long.extend_from_slice(b"needle and more");
+        let ev = feed(&mut s, &[&long]);
+        assert_eq!(ev.len(), 1, "the line is cut at {MAX_LINE} bytes: {ev:?}");
+        assert!(matches!(&ev[0].1, Scan::LineDone { line, .. } if line.len() == MAX_LINE));
+        assert_eq!(s.partial_line(), b" and more");
+        assert_eq!(s.pending(), None);
+        let mut s = scanner(&[]);
+        assert!(s.is_empty());
+        assert!(feed(&mut s, &[b"anything\n"]).is_empty());
+    }
+
+    #[test]
+    fn partial_line_is_what_came_so_far() {
+        let mut s = scanner(&["oops", "panic"]);
+        feed(&mut s, &[b"done\r\nKernel pan"]);
+        assert_eq!(s.pending(), None);
+        feed(&mut s, &[b"ic - no\xff"]);
+        assert_eq!(s.partial_line(), b"Kernel panic - no\xff");
+        assert_eq!(
+            s.pending(),
+            Some(Outcome::FailPattern {
+                pattern: "panic".into(),
+                line: "Kernel panic - no\u{fffd}".into()
+            })
+        );
+    }
+
+    #[test]
+    fn fail_pattern_status_and_name() {
+        let o = Outcome::FailPattern {
+            pattern: "BUG:".into(),
+            line: "BUG: x".into(),
+        };
+        assert_eq!(o.exit_status(false), status::FAIL_PATTERN);
+        assert_eq!(o.exit_status(true), status::FAIL_PATTERN);
+        assert_eq!(o.name(), "fail-pattern");
     }
 }
 

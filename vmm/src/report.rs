@@ -15,6 +15,8 @@ pub struct ConfigSummary {
     pub kernel: String,
     /// The `--expect` string.
     pub expect: Option<String>,
+    /// The `--fail-on` patterns (with `--fail-on-kernel-errors`'s).
+    pub fail_on: Vec<String>,
 }
 
 fn ms(d: std::time::Duration) -> f64 {
@@ -22,10 +24,18 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// One JSON object: outcome, exit status, times, exit reason, vCPUs, memory, serial log.
+/// `fail_pattern` and `fail_line` name the `--fail-on` pattern and the guest's line that
+/// ended the run (exit reason "fail-pattern"), and are null otherwise.
 pub fn to_json(r: &RunReport, status: i32, cfg: &ConfigSummary, log: Option<&Path>) -> String {
     let detail = match &r.outcome {
         crate::outcome::Outcome::Crash(s) | crate::outcome::Outcome::Error(s) => Some(s.clone()),
         _ => None,
+    };
+    let (fail_pattern, fail_line) = match &r.outcome {
+        crate::outcome::Outcome::FailPattern { pattern, line } => {
+            (Some(pattern.clone()), Some(line.clone()))
+        }
+        _ => (None, None),
     };
     let v = json!({
         "outcome": if status == 0 { "success" } else { "failure" },
@@ -33,6 +43,9 @@ pub fn to_json(r: &RunReport, status: i32, cfg: &ConfigSummary, log: Option<&Pat
         "exit_reason": r.outcome.name(),
         "detail": detail,
         "expect": cfg.expect,
+        "fail_on": cfg.fail_on,
+        "fail_pattern": fail_pattern,
+        "fail_line": fail_line,
         "time_to_marker_ms": r.to_expect.map(ms),
         "time_to_first_run_ms": r.to_first_run.map(ms),
         "total_ms": ms(r.total),

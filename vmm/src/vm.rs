@@ -4,7 +4,7 @@
 use crate::boot::{self, BootConfig, KernelSource, Loaded};
 use crate::error::{io, kvm as kvm_err, Error, Result};
 use crate::layout::{EBDA, KVM_TSS};
-use crate::outcome::Outcome;
+use crate::outcome::{FailScanner, Outcome, Scan};
 use crate::vcpu::ExitCounters;
 use devices::{AcpiSleep, Bus, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042};
 use kvm_ioctls::{Kvm, VmFd};
@@ -115,6 +115,9 @@ pub struct VmShared {
     done: Condvar,
     threads: Mutex<Vec<libc::pthread_t>>,
     on_finish: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// `--fail-on`: the scanner the serial sink feeds (`None` without patterns). Locked
+    /// after `result` when both are.
+    fail_scan: Option<Arc<Mutex<FailScanner>>>,
     started: Instant,
     first_run: Mutex<Option<Duration>>,
     expect_seen: Mutex<Option<Duration>>,
@@ -186,6 +189,7 @@ impl VmShared {
         {
             let mut r = self.result.lock();
             if r.is_none() {
+                let (outcome, diagnostic) = self.unless_failed(outcome, diagnostic);
                 let (outcome, diagnostic) = match (outcome, self.guest_panic.lock().as_ref()) {
                     (
                         o @ (Outcome::Reset | Outcome::PowerOff | Outcome::TripleFault),
@@ -238,6 +242,38 @@ impl VmShared {
         }
     }
 
+    /// A `--fail-on` pattern seen in a line that has not ended yet came first: it decides the
+    /// run whatever ends it now (the line as printed so far is reported).
+    fn unless_failed(
+        &self,
+        outcome: Outcome,
+        diagnostic: Option<String>,
+    ) -> (Outcome, Option<String>) {
+        if matches!(outcome, Outcome::FailPattern { .. }) {
+            return (outcome, diagnostic);
+        }
+        match self.fail_scan.as_ref().and_then(|f| f.lock().pending()) {
+            Some(failed) => {
+                let d = format!(
+                    "{} (the line was unfinished when the run ended: {})",
+                    fail_diagnostic(&failed),
+                    outcome.name()
+                );
+                (failed, Some(d))
+            }
+            None => (outcome, diagnostic),
+        }
+    }
+
+    /// Ends the run with the `--fail-on` match of a line that is still unfinished, if any.
+    fn finish_unfinished_fail_line(&self) {
+        let pending = self.fail_scan.as_ref().and_then(|f| f.lock().pending());
+        if let Some(o) = pending {
+            let d = format!("{} (the line was not finished)", fail_diagnostic(&o));
+            self.finish(o, Some(d));
+        }
+    }
+
     /// The outcome's short name, once the run has ended.
     pub fn outcome_name(&self) -> Option<&'static str> {
         self.result.lock().as_ref().map(|(o, _)| o.name())
@@ -256,9 +292,12 @@ struct SerialSink {
     expect: Vec<u8>,
     matched: usize,
     on_match: Option<Box<dyn FnMut() + Send>>,
+    /// `--fail-on`.
+    fail: Option<FailWatch>,
     /// For Linux kernels: the console watched for the kernel's panic lines.
     panic: Option<PanicWatch>,
 }
+
 /// What Linux's `panic()` prints first (kernel/panic.c), after any log prefix.
 const LINUX_PANIC: &str = "Kernel panic - not syncing";
 /// What it prints last, after the backtrace, unless `panic=N` makes it reboot first.
@@ -344,8 +383,17 @@ impl Write for SerialSink {
                 }
             }
         }
-        if !self.expect.is_empty() && self.on_match.is_some() {
+        let expecting = !self.expect.is_empty() && self.on_match.is_some();
+        if expecting || self.fail.is_some() {
             for &b in buf {
+                // --fail-on and --expect see the bytes in order: whichever matches first
+                // decides (a fail pattern in a line still being printed included).
+                if self.fail.as_mut().is_some_and(|f| f.feed(b)) {
+                    self.on_match = None;
+                }
+                if self.on_match.is_none() || self.expect.is_empty() {
+                    continue;
+                }
                 // Naive restart-on-mismatch matching, made correct by re-checking `b`
                 // against the first byte (the marker strings have no self-overlap worth KMP).
                 if b == self.expect[self.matched] {
@@ -371,6 +419,71 @@ impl Write for SerialSink {
         match &mut self.out {
             Some(o) => o.flush(),
             None => Ok(()),
+        }
+    }
+}
+
+/// After a `--fail-on` pattern, how long the rest of its line may take: then the run ends
+/// with the line as printed so far (a guest that stops printing mid-line still fails fast).
+const FAIL_LINE_GRACE: Duration = Duration::from_millis(200);
+
+/// What the console says when a `--fail-on` pattern ends the run.
+fn fail_diagnostic(o: &Outcome) -> String {
+    match o {
+        Outcome::FailPattern { pattern, line } => {
+            format!("the guest printed the --fail-on pattern {pattern:?}: {line}")
+        }
+        o => o.name().to_string(),
+    }
+}
+
+/// The serial sink's side of `--fail-on`.
+struct FailWatch {
+    scan: Arc<Mutex<FailScanner>>,
+    shared: std::sync::Weak<VmShared>,
+    /// A pattern matched: the grace timer runs, `--expect` no longer counts.
+    hit: bool,
+}
+
+impl FailWatch {
+    /// Feeds one console byte; true once a pattern has matched (the run ends with it).
+    fn feed(&mut self, b: u8) -> bool {
+        let done = {
+            let mut scan = self.scan.lock();
+            match scan.push(b) {
+                Some(Scan::LineDone { pattern, line }) => Some(scan.outcome(pattern, &line)),
+                Some(Scan::Hit(_)) => {
+                    if !self.hit {
+                        self.hit = true;
+                        self.start_grace_timer();
+                    }
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(o) = done {
+            self.hit = true;
+            if let Some(s) = self.shared.upgrade() {
+                let d = fail_diagnostic(&o);
+                s.finish(o, Some(d));
+            }
+        }
+        self.hit
+    }
+
+    fn start_grace_timer(&self) {
+        let weak = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fail-on".into())
+            .spawn(move || {
+                std::thread::sleep(FAIL_LINE_GRACE);
+                if let Some(s) = weak.upgrade() {
+                    s.finish_unfinished_fail_line();
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("--fail-on: no timer for an unfinished line ({e}); waiting for its end");
         }
     }
 }
@@ -491,6 +604,13 @@ impl Vm {
     /// As [`Vm::new`], with the vCPUs and buses in the RCU domain `rcu` (the VMM passes the
     /// main loop's domain, whose `call_rcu` callbacks run under the BQL).
     pub fn new_in(cfg: VmConfig, rcu: Rcu) -> Result<Vm> {
+        Self::new_in_with_fail_on(cfg, rcu, &[])
+    }
+
+    /// As [`Vm::new_in`], and the run fails ([`Outcome::FailPattern`]) as soon as a line of
+    /// the guest's console output contains one of `fail_on` (plain substrings; the serial
+    /// output is scanned wherever it goes, `--serial none` included).
+    pub fn new_in_with_fail_on(cfg: VmConfig, rcu: Rcu, fail_on: &[String]) -> Result<Vm> {
         let started = cfg.process_start.unwrap_or_else(Instant::now);
         let kvm = open_kvm()?;
         log::debug!("kvm opened: {:?} since start", started.elapsed());
@@ -571,6 +691,8 @@ impl Vm {
             started,
             first_run: Mutex::new(None),
             expect_seen: Mutex::new(None),
+            fail_scan: (!fail_on.is_empty())
+                .then(|| Arc::new(Mutex::new(FailScanner::new(fail_on)))),
             guest_panic: Mutex::new(None),
         });
 
@@ -750,7 +872,7 @@ impl Running {
                     None => shared.done.wait(&mut r),
                     Some(d) => {
                         if shared.done.wait_until(&mut r, d).timed_out() && r.is_none() {
-                            *r = Some((Outcome::Timeout, None));
+                            *r = Some(shared.unless_failed(Outcome::Timeout, None));
                         }
                     }
                 }
@@ -839,6 +961,11 @@ fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write +
         expect: cfg.expect.clone().unwrap_or_default().into_bytes(),
         matched: 0,
         on_match,
+        fail: shared.fail_scan.as_ref().map(|scan| FailWatch {
+            scan: scan.clone(),
+            shared: Arc::downgrade(shared),
+            hit: false,
+        }),
         panic: is_external(&cfg.boot.kernel).then(|| PanicWatch {
             line: Vec::new(),
             shared: Arc::downgrade(shared),
