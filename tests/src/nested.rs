@@ -220,7 +220,7 @@ pub struct Harness {
     /// L1 vCPUs.
     pub l1_cpus: u32,
     /// Where QEMU and the kernel's console and data files go (a temporary folder by
-    /// default, removed afterwards).
+    /// default, removed afterwards; `RVMM_NESTED_KEEP=DIR` keeps them in DIR).
     pub workdir: Option<PathBuf>,
     /// Print progress to stderr.
     pub verbose: bool,
@@ -253,7 +253,7 @@ impl Harness {
             mode,
             l1_mem_mib: 4096,
             l1_cpus: 2,
-            workdir: None,
+            workdir: std::env::var_os("RVMM_NESTED_KEEP").map(PathBuf::from),
             verbose: std::env::var_os("RVMM_NESTED_VERBOSE").is_some(),
         }
     }
@@ -408,6 +408,10 @@ impl Harness {
         let mut parser = DataParser::default();
         let mut reported = 0;
         let started = Instant::now();
+        // The L1 must also keep up: a job reports within its own deadline (the L1 kills it
+        // then) plus a margin; the first one after the L1's boot.
+        let mut last_progress = Instant::now();
+        let mut stalled: Option<String> = None;
         let exit = loop {
             let bytes = std::fs::read(&data).unwrap_or_default();
             parser.parse(&bytes);
@@ -421,6 +425,28 @@ impl Harness {
                     j.took.as_secs_f64()
                 ));
                 reported += 1;
+                last_progress = Instant::now();
+            }
+            if let Some(next) = jobs.get(reported) {
+                let allowed = next.timeout
+                    + Duration::from_secs(60)
+                    + if reported == 0 {
+                        Duration::from_secs(90)
+                    } else {
+                        Duration::ZERO
+                    };
+                if last_progress.elapsed() > allowed {
+                    stalled = Some(format!(
+                        "job {} did not report within its deadline ({} s) plus a margin: the \
+                         L1 stopped answering (its watchdog should have killed the job); \
+                         QEMU was killed",
+                        next.name,
+                        next.timeout.as_secs()
+                    ));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
             }
             if let Some(reason) = &parser.fatal {
                 let _ = child.kill();
@@ -456,6 +482,7 @@ impl Harness {
         }
         if !parser.finished {
             let reason = match exit {
+                None if stalled.is_some() => stalled.unwrap_or_default(),
                 None => format!(
                     "no answer within {} s (the batch's deadline); QEMU was killed",
                     deadline.as_secs()
@@ -690,8 +717,8 @@ fn libraries(program: &Path) -> Result<Vec<PathBuf>, NestedError> {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
         // "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim().split_whitespace().next(),
-            None => line.trim().split_whitespace().next(),
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
             libs.push(PathBuf::from(p));
@@ -713,7 +740,12 @@ struct L1Env {
 const L1_MODULES: &[&str] = &["irqbypass", "kvm", "ccp", "kvm-amd"];
 
 /// The L1 kernel's command line: console on the first port, quiet, no KASLR work.
-const L1_CMDLINE: &str = "console=ttyS0 quiet panic=-1 mitigations=off nokaslr rdinit=/init";
+///
+/// `loglevel=1`: only emergencies reach the console. Kernel messages are written to the
+/// port by polling, and interleaved with the tty's interrupt-driven writes (`/init`'s
+/// progress lines) under TCG they once stalled the port's transmitter for good; the L1's
+/// kernel log comes back per job instead (`l1-dmesg.log`).
+const L1_CMDLINE: &str = "console=ttyS0 loglevel=1 panic=-1 mitigations=off nokaslr rdinit=/init";
 
 /// Runs the fetch script (cached after the first time) and returns where things are.
 /// In direct mode QEMU is not needed and not installed.
@@ -917,6 +949,7 @@ grep -qw svm /proc/cpuinfo || fatal "the L1 CPU has no svm flag"
 [ -c /dev/kvm ] || fatal "kvm-amd loaded but /dev/kvm is missing"
 export VMM=/bin/vmm VMMCTL=/bin/vmmctl FILES=/files
 echo "nested-kvm: L1 up at $(cut -d' ' -f1 /proc/uptime) s, /dev/kvm ready"
+dmesg -c > /dev/null
 for j in /jobs/*; do
     [ -d "$j" ] || continue
     name=${j##*/}
@@ -936,6 +969,8 @@ for j in /jobs/*; do
     to=0
     [ -e /tmp/timed-out ] && to=1
     rm -f /tmp/timed-out
+    dmesg -c > $out/l1-dmesg.log 2>/dev/null
+    [ -s $out/l1-dmesg.log ] || rm -f $out/l1-dmesg.log
     s1=$(cut -d' ' -f1 /proc/uptime)
     cs=$(( ${s1%.*}${s1#*.} - ${s0%.*}${s0#*.} ))
     cd /out

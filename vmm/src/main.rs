@@ -33,7 +33,7 @@ Exit status:
   6  stopped by the user (SIGINT, SIGTERM, Ctrl-A x)
   7  a line of guest output contained a --fail-on pattern (before any --expect string)
 
-A Linux --kernel gets, unless --cmdline says otherwise:
+A Linux --kernel gets, unless --cmdline says otherwise (--append adds to either):
   console=ttyS0 reboot=k 8250.nr_uarts=1
 (reboot through the i8042, power-off through ACPI S5, no panic= so that a panicking
 kernel never looks like a reset; the VMM recognizes its panic line)
@@ -56,6 +56,10 @@ struct Cli {
     /// The kernel command line.
     #[arg(long)]
     cmdline: Option<String>,
+    /// Words appended to the kernel command line (the default one or --cmdline's), e.g.
+    /// `--append quiet`.
+    #[arg(long, value_name = "STR", allow_hyphen_values = true)]
+    append: Option<String>,
     /// Guest memory, e.g. 256M, 1G (suffixes K, M, G; plain numbers are MiB).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     mem: u64,
@@ -212,6 +216,10 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         KernelSource::Builtin => "workload=smoke".to_string(),
         KernelSource::File(_) => LINUX_CMDLINE.to_string(),
     });
+    let cmdline = match cli.append.as_deref().map(str::trim) {
+        Some(extra) if !extra.is_empty() => format!("{cmdline} {extra}"),
+        _ => cmdline,
+    };
     let external = vmm::vm::is_external(&kernel);
     let json_to_stdout = cli.result_json.as_deref() == Some(std::path::Path::new("-"));
     let cfg = VmConfig {
