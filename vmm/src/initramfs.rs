@@ -57,8 +57,10 @@ echo \"rvmm-linux: $action did not stop the machine\"
 poweroff -f
 ";
 
-/// A one-file archive that sets the guest's action (see [`INIT_SCRIPT`]): append it to the
-/// initramfs (`cat initramfs.cpio.gz action.cpio > initrd`; Linux unpacks both in turn).
+/// A one-file archive that sets the guest's action (see [`INIT_SCRIPT`]): append it, gzip'd
+/// ([`Archive::to_cpio_gz`]), to the initramfs (`cat initramfs.cpio.gz action.cpio.gz >
+/// initrd`; Linux unpacks both in turn. Uncompressed, it would have to start at a 4-byte
+/// boundary of the whole initrd).
 pub fn action_overlay(action: &str) -> Result<Archive, BadPath> {
     let mut a = Archive::new();
     a.file("etc/rvmm-action", 0o644, format!("{action}\n").into_bytes())?;
