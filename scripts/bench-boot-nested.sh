@@ -32,41 +32,43 @@ vmm_cmdline=$("$repo/target/release/vmm" --help | sed -n '/^A Linux --kernel get
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# The job, run in the L1: N rounds of (vmm 1 vCPU, QEMU 1 vCPU, vmm 2, QEMU 2).
-job=$(cat <<EOF
-now() { cut -d' ' -f1 /proc/uptime; }
+# The jobs, run in the L1 one after another: N rounds of (vmm 1 vCPU, QEMU 1 vCPU, vmm 2,
+# QEMU 2), one job per boot so that a failed boot loses only itself.
+measure='now() { cut -d" " -f1 /proc/uptime; }
 measure() { # label cpus command...
-    label=\$1 cpus=\$2; shift 2
-    t0=\$(now)
-    "\$@" < /dev/null 2>/dev/null | while IFS= read -r line; do
-        case \$line in
-            *RVMM-LINUX-BOOTED*) echo "mark \$(now)" ;;
-            uptime:*) echo "guest \${line#uptime: }" ;;
+    label=$1 cpus=$2; shift 2
+    t0=$(now)
+    "$@" < /dev/null 2> stderr.vm | while IFS= read -r line; do
+        case $line in
+            *RVMM-LINUX-BOOTED*) echo "mark $(now)" ;;
+            uptime:*) echo "guest ${line#uptime: }" ;;
         esac
     done > m.txt
-    t1=\$(now)
-    echo "run \$label \$cpus start \$t0 \$(tr '\n' ' ' < m.txt) end \$t1"
-}
-for i in \$(seq $n); do
+    t1=$(now)
+    echo "run $label $cpus start $t0 $(tr "\n" " " < m.txt) end $t1"
+}'
+jobs=()
+for ((i = 1; i <= n; i++)); do
     for c in 1 2; do
-        measure vmm \$c "\$VMM" --kernel "\$FILES/bzImage" --initrd "\$FILES/initramfs.cpio.gz" \
-            --cpus \$c --mem $mem --timeout 60s --append quiet --result-json r.json
-        echo "json vmm \$c \$(cat r.json)"
-        measure qemu \$c /bin/qemu-system-x86_64 \
-            -M microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=on,auto-kernel-cmdline=off \
-            -enable-kvm -cpu host -m $mem -smp \$c -nodefaults -no-user-config -display none \
-            -serial stdio -no-reboot -kernel "\$FILES/bzImage" -initrd "\$FILES/initramfs.cpio.gz" \
-            -append "console=ttyS0 quiet"
+        jobs+=(--sh "$measure
+measure vmm $c \"\$VMM\" --kernel \"\$FILES/bzImage\" --initrd \"\$FILES/initramfs.cpio.gz\" \
+    --cpus $c --mem $mem --timeout 60s --append quiet --result-json r.json
+echo \"json vmm $c \$(cat r.json)\"")
+        jobs+=(--sh "$measure
+measure qemu $c /bin/qemu-system-x86_64 \
+    -M microvm,x-option-roms=off,rtc=off,pit=on,pic=on,isa-serial=on,acpi=on,auto-kernel-cmdline=off \
+    -bios \"\$FILES/bios-microvm.bin\" -enable-kvm -cpu host -m $mem -smp $c -nodefaults \
+    -no-user-config -display none -serial stdio -no-reboot \
+    -kernel \"\$FILES/bzImage\" -initrd \"\$FILES/initramfs.cpio.gz\" -append 'console=ttyS0 quiet'")
     done
 done
-EOF
-)
 
-"$repo/target/release/nested-kvm" --quiet --out "$out" --timeout $((60 * n + 60)) \
-    --program "$qemu" --file "$bios=$bios" \
-    --file "$kernel=bzImage" --file "$initramfs=initramfs.cpio.gz" --sh "$job" >&2
+"$repo/target/release/nested-kvm" --quiet --out "$out" --timeout 90 \
+    --program "$qemu" --file "$bios=bios-microvm.bin" \
+    --file "$kernel=bzImage" --file "$initramfs=initramfs.cpio.gz" "${jobs[@]}" >&2 || true
+cat "$out"/job*/stdout > "$out/all.txt" 2>/dev/null || true
 
-python3 - "$out/job0/stdout" "$vmm_cmdline" "$n" <<'PY'
+python3 - "$out/all.txt" "$vmm_cmdline" "$n" <<'PY'
 import json, statistics, sys
 runs = {}
 mem = []
@@ -103,6 +105,12 @@ for cpus in (1, 2):
     print(f"| guest clock at marker, {cpus} vCPU{'s' if cpus > 1 else ''} | {qg:.2f} s | {vg:.2f} s | {vg / qg:.2f}x |")
     if failed:
         print(f"| runs without a marker, {cpus} vCPUs | {failed} | | |")
+print()
+print("Every run (seconds; wall from the VMM's start to the marker, guest clock at the marker):")
+print()
+for (label, cpus), rs in sorted(runs.items()):
+    cells = ["-" if r is None else f"{r[0]:.2f}/{r[1]:.2f}" for r in rs]
+    print(f"- {label}, {cpus} vCPU(s): " + ", ".join(cells))
 if mem:
     print()
     print(f"vmm private memory overhead per VM (median): {statistics.median(mem) / 1024:.2f} MiB")

@@ -131,6 +131,12 @@ fetch_packages() {
 
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+# One run at a time (tests run in parallel and rewrite the initramfs); the lock goes with
+# the process.
+if command -v flock >/dev/null; then
+    exec 9>"$cache/.lock"
+    flock 9
+fi
 
 if [ "${LINUX_GUEST_REFRESH:-0}" = 1 ] || [ ! -s "$cache/bzImage" ] ||
     [ ! -x "$cache/busybox/bin/busybox" ] || [ ! -s "$cache/SOURCES" ]; then

@@ -57,7 +57,7 @@ if [ "${NESTED_KVM_NO_QEMU:-0}" != 1 ]; then
     "$qemu" -accel help 2>/dev/null | grep -qx tcg || die "$qemu has no TCG accelerator"
 fi
 
-# 2. The L1 guest's userland and the L2 guest.
+# 2. The L1 guest's userland and the L2 guest (that script takes its own lock).
 bash "$repo/scripts/fetch-linux-guest.sh" >&2
 
 # 3. The generic kernel and its KVM modules.
@@ -114,6 +114,11 @@ fetch() {
 
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+# One fetch at a time (tests run in parallel); the lock goes with the process.
+if command -v flock >/dev/null; then
+    exec 9>"$cache/.lock"
+    flock 9
+fi
 if [ "${NESTED_KVM_REFRESH:-0}" = 1 ] || [ ! -s "$cache/vmlinuz" ] || [ ! -s "$cache/SOURCES" ] ||
     [ ! -s "$cache/modules/kvm-amd.ko" ]; then
     fetch

@@ -163,7 +163,12 @@ pub struct Batch {
     pub took: Duration,
     /// The L1's console (empty in direct mode).
     pub l1_console: String,
+    /// Why an L1 had to be replaced mid-batch (empty when the first one ran it all).
+    pub l1_restarts: Vec<String>,
 }
+
+/// How many times a batch may boot a fresh L1 after one died.
+pub const MAX_L1_RESTARTS: usize = 2;
 
 impl Batch {
     /// The job named `name`.
@@ -344,18 +349,88 @@ impl Harness {
             mode: "direct",
             took: t0.elapsed(),
             l1_console: String::new(),
+            l1_restarts: Vec::new(),
         })
     }
 
+    /// Runs the batch in an L1; when the L1 itself dies or stops answering (an emulator
+    /// failure, never a job's: a job that hangs is killed by the L1's watchdog and reported),
+    /// boots a fresh L1 for the jobs that had not reported, at most [`MAX_L1_RESTARTS`]
+    /// times. Each restart is recorded in [`Batch::l1_restarts`].
     fn run_nested(&self, jobs: &[Job]) -> Result<Batch, NestedError> {
+        let t0 = Instant::now();
+        let mut done: Vec<JobResult> = Vec::new();
+        let mut restarts: Vec<String> = Vec::new();
+        let mut remaining: Vec<Job> = jobs.to_vec();
+        let console = loop {
+            match self.run_nested_once(&remaining, restarts.len()) {
+                Ok(b) => {
+                    done.extend(b.jobs);
+                    break b.l1_console;
+                }
+                Err(NestedError::L1Failed {
+                    reason,
+                    console_tail,
+                    finished,
+                }) if restarts.len() < MAX_L1_RESTARTS => {
+                    let msg = format!(
+                        "L1 attempt {} failed after {} job(s): {reason}; console tail:\n{console_tail}",
+                        restarts.len() + 1,
+                        finished.len()
+                    );
+                    eprintln!("nested-kvm: warning: {msg}\nnested-kvm: booting a fresh L1 for the remaining jobs");
+                    restarts.push(msg);
+                    remaining.retain(|j| !finished.iter().any(|f| f.name == j.name));
+                    done.extend(finished);
+                }
+                Err(NestedError::L1Failed {
+                    reason,
+                    console_tail,
+                    finished,
+                }) => {
+                    done.extend(finished);
+                    return Err(NestedError::L1Failed {
+                        reason: format!(
+                            "{reason} (after {} fresh L1s: {})",
+                            restarts.len(),
+                            restarts.join(" | ")
+                        ),
+                        console_tail,
+                        finished: done,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut results = Vec::new();
+        for job in jobs {
+            if let Some(r) = done.iter().find(|r| r.name == job.name) {
+                results.push(r.clone());
+            }
+        }
+        Ok(Batch {
+            jobs: results,
+            mode: "nested",
+            took: t0.elapsed(),
+            l1_console: console,
+            l1_restarts: restarts,
+        })
+    }
+
+    fn run_nested_once(&self, jobs: &[Job], attempt: usize) -> Result<Batch, NestedError> {
         let t0 = Instant::now();
         let env = fetch_env(&self.repo, &self.mode)?;
         let cpu = std::env::var("RVMM_NESTED_CPU").unwrap_or_else(|_| "max".into());
         let tmp = match &self.workdir {
             Some(w) => {
-                std::fs::create_dir_all(w).map_err(setup("creating the work folder"))?;
+                let w = if attempt == 0 {
+                    w.clone()
+                } else {
+                    w.join(format!("attempt-{}", attempt + 1))
+                };
+                std::fs::create_dir_all(&w).map_err(setup("creating the work folder"))?;
                 TempDir {
-                    path: w.clone(),
+                    path: w,
                     keep: true,
                 }
             }
@@ -521,6 +596,7 @@ impl Harness {
             mode: "nested",
             took: t0.elapsed(),
             l1_console: console_text,
+            l1_restarts: Vec::new(),
         })
     }
 

@@ -231,6 +231,9 @@ fn run_suite() -> Result<Batch, String> {
                 b.took.as_secs_f64(),
                 b.mode
             );
+            for r in &b.l1_restarts {
+                eprintln!("nested suite: an L1 was replaced: {r}");
+            }
             Ok(b)
         }
         Err(e @ NestedError::L1Failed { .. }) => {

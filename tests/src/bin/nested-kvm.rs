@@ -180,6 +180,9 @@ fn main() -> ExitCode {
             eprintln!("{}", j.describe());
         }
     }
+    for r in &batch.l1_restarts {
+        eprintln!("nested-kvm: warning: an L1 was replaced mid-batch: {r}");
+    }
     println!(
         "nested-kvm: {} job(s) in {:.1} s ({})",
         batch.jobs.len(),
