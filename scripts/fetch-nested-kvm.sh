@@ -13,9 +13,10 @@
 # and, through scripts/fetch-linux-guest.sh, busybox-static (the L1's userland) and the L2
 # guest (Debian's cloud kernel and the project's initramfs) in .cache/linux-guest/.
 #
-# QEMU: `qemu-system-x86_64` must run `-accel tcg -cpu max` (QEMU's software CPU emulates
-# AMD SVM with nested paging). When it is missing, the script installs Debian's
-# qemu-system-x86 with apt-get (root or sudo needed), or says how to.
+# QEMU: `qemu-system-x86_64`, version 10 or later, must run `-accel tcg -cpu max` (QEMU's
+# software CPU emulates AMD SVM with nested paging). When it is missing or older, the script
+# installs Debian's qemu-system-x86 with apt-get (root or sudo needed; on Debian 12 from
+# bookworm-backports, which it adds to apt's sources), or says how to.
 #
 # Cached and idempotent: once fetched, nothing is downloaded again (NESTED_KVM_REFRESH=1
 # fetches the current packages again). Nothing is installed on the host but QEMU.
@@ -39,19 +40,45 @@ as_root() {
 }
 
 # 1. QEMU (not with NESTED_KVM_NO_QEMU=1: a host with hardware KVM runs the jobs directly).
+# QEMU 10 or later: with Debian 12's QEMU 7.2 the emulated SVM lost interrupts now and then
+# (an L2 vCPU ran on for minutes without an exit, a soft lockup in the L1) and shut nested
+# guests down for no reason. On Debian 12 it comes from bookworm-backports (Debian's
+# archive), which this script adds to apt's sources when missing.
 qemu=${QEMU:-qemu-system-x86_64}
+min_major=${NESTED_KVM_QEMU_MIN:-10}
+qemu_major() { "$1" --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p' | head -n 1; }
+install_qemu() {
+    command -v apt-get >/dev/null ||
+        die "$qemu is missing or older than $min_major and this is not a Debian/Ubuntu machine: install QEMU $min_major or later (qemu-system-x86_64) yourself"
+    local codename="" target=()
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    if [ "$codename" = bookworm ]; then
+        if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            say "adding Debian's bookworm-backports to apt's sources (for QEMU $min_major)"
+            echo "deb http://deb.debian.org/debian bookworm-backports main" |
+                as_root tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+            as_root apt-get update -qq >&2 || die "apt-get update failed"
+        fi
+        target=(-t bookworm-backports)
+    fi
+    say "installing Debian's qemu-system-x86 ${target[*]} (apt-get install)"
+    as_root apt-get install -y -qq --no-install-recommends "${target[@]}" qemu-system-x86 >&2 || {
+        as_root apt-get update -qq >&2 || true
+        as_root apt-get install -y -qq --no-install-recommends "${target[@]}" qemu-system-x86 >&2
+    } || die "apt-get install qemu-system-x86 failed: install QEMU $min_major or later by hand"
+}
 if [ "${NESTED_KVM_NO_QEMU:-0}" = 1 ]; then
     :
 elif [ -n "${QEMU:-}" ] && ! command -v "$QEMU" >/dev/null; then
     die "QEMU=$QEMU is not a program this shell can run (unset QEMU to use Debian's qemu-system-x86_64)"
-elif ! command -v "$qemu" >/dev/null; then
-    command -v apt-get >/dev/null ||
-        die "$qemu is missing and this is not a Debian/Ubuntu machine: install QEMU (qemu-system-x86_64, version 7 or later) yourself"
-    say "installing Debian's qemu-system-x86 (apt-get install)"
-    as_root apt-get install -y -qq --no-install-recommends qemu-system-x86 >&2 || {
-        as_root apt-get update -qq >&2 || true
-        as_root apt-get install -y -qq --no-install-recommends qemu-system-x86 >&2
-    } || die "apt-get install qemu-system-x86 failed: install it by hand ('sudo apt-get install qemu-system-x86')"
+elif [ -n "${QEMU:-}" ]; then
+    : # the caller's choice
+elif ! command -v "$qemu" >/dev/null || [ "$(qemu_major "$qemu")" -lt "$min_major" ] 2>/dev/null ||
+    [ -z "$(qemu_major "$qemu")" ]; then
+    install_qemu
+    major=$(qemu_major "$qemu")
+    [ -n "$major" ] && [ "$major" -ge "$min_major" ] ||
+        die "$qemu is version ${major:-unknown} after the install; QEMU $min_major or later is needed (NESTED_KVM_QEMU_MIN=7 accepts older ones, which are flaky)"
 fi
 if [ "${NESTED_KVM_NO_QEMU:-0}" != 1 ]; then
     "$qemu" -accel help 2>/dev/null | grep -qx tcg || die "$qemu has no TCG accelerator"

@@ -93,18 +93,26 @@ impl std::fmt::Debug for HostMapping {
     }
 }
 
+/// The x86-64 huge page size that [`HostMapping::new`] aligns large mappings to.
+const HUGE_PAGE: usize = 2 << 20;
+
 impl HostMapping {
     /// Maps `len` bytes (a non-zero multiple of the page size) of zeroed anonymous memory.
+    /// A mapping of 2 MiB or more starts on a 2 MiB boundary, so that transparent huge
+    /// pages can back it and KVM can map them as huge pages (it needs the host address and
+    /// the guest-physical address equally aligned).
     pub(crate) fn new(len: usize) -> io::Result<HostMapping> {
-        if len == 0 || len > isize::MAX as usize {
+        if len == 0 || len > isize::MAX as usize - HUGE_PAGE {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
+        let align = if len >= HUGE_PAGE { HUGE_PAGE } else { 0 };
+        let total = len + align;
         // SAFETY: a new private anonymous mapping at an address the kernel chooses: it aliases
         // no existing memory. MAP_NORESERVE: guest RAM is touched lazily, like QEMU's.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
-                len,
+                total,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
@@ -114,6 +122,25 @@ impl HostMapping {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        let start = p as usize;
+        let head = if align == 0 {
+            0
+        } else {
+            start.next_multiple_of(align) - start
+        };
+        let tail = total - head - len;
+        // SAFETY: both ranges lie inside the mapping just made (head + len + tail == total)
+        // and outside the [start + head, start + head + len) that is kept; nothing refers to
+        // them yet.
+        unsafe {
+            if head > 0 {
+                libc::munmap(p, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + head + len) as *mut libc::c_void, tail);
+            }
+        }
+        let p = (start + head) as *mut libc::c_void;
         match NonNull::new(p as *mut u8) {
             Some(nn) => Ok(HostMapping {
                 ptr: HostPtr(nn),

@@ -443,7 +443,11 @@ impl Harness {
         let data = tmp.path.join("l1-data.log");
         let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
         let mut cmd = Command::new(&qemu);
-        cmd.args(["-accel", "tcg,thread=multi", "-machine", "pc", "-cpu", &cpu])
+        // Multi-threaded TCG (one host thread per L1 vCPU). With `single` (QEMU 7.2), a
+        // 2-vCPU Linux L2 stalled for good during its boot.
+        let thread = std::env::var("RVMM_NESTED_TCG_THREAD").unwrap_or_else(|_| "multi".into());
+        let accel = format!("tcg,thread={thread}");
+        cmd.args(["-accel", &accel, "-machine", "pc", "-cpu", &cpu])
             .args(["-smp", &self.l1_cpus.to_string()])
             .args(["-m", &self.l1_mem_mib.to_string()])
             .args([

@@ -77,6 +77,7 @@ fn setup() -> Option<(Vm, Guest)> {
             cmdline: CMDLINE.to_string(),
             mem: MEM,
             cpus: CPUS,
+            hugepages: false,
         },
         serial: SerialMode::None,
         timeout: None,
@@ -84,6 +85,7 @@ fn setup() -> Option<(Vm, Guest)> {
         log: None,
         process_start: None,
         ram_lookup: Default::default(),
+        fail_on: Vec::new(),
     };
     let vm = Vm::new(cfg).expect("setting up the VM for the Debian kernel");
     Some((vm, g))

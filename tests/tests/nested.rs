@@ -109,7 +109,11 @@ fn jobs() -> Vec<Job> {
     for cpus in [1u8, 2] {
         v.push(Job::new(
             &format!("console-{cpus}cpu"),
-            &console_session(cpus, "echo answer-$((6*7))", "answer-42"),
+            &console_session(
+                cpus,
+                "echo answer-$((6*7)); grep ^0: /proc/tty/driver/serial",
+                "answer-42",
+            ),
         ));
     }
     v.push(Job::new(
@@ -221,7 +225,36 @@ fn run_suite() -> Result<Batch, String> {
     for (p, n) in &overlays {
         h.file(p, n);
     }
-    let r = h.run(&jobs());
+    let jobs = jobs();
+    let r = h.run(&jobs).and_then(|mut b| {
+        // A triple fault the job does not expect, once: QEMU 7.2's emulated SVM now and then
+        // shut a nested guest down by itself (README, "real KVM"). The job runs again in a
+        // fresh L1; a second triple fault stands.
+        let again: Vec<Job> = jobs
+            .iter()
+            .filter(|j| !EXPECTS_TRIPLE_FAULT.contains(&j.name.as_str()))
+            .filter(|j| b.job(&j.name).status == 5)
+            .cloned()
+            .collect();
+        if !again.is_empty() {
+            for j in &again {
+                eprintln!(
+                    "nested suite: warning: {} ended in an unexpected triple fault; running it \
+                     once more in a fresh L1. First attempt:\n{}",
+                    j.name,
+                    b.job(&j.name).describe()
+                );
+            }
+            let b2 = h.run(&again)?;
+            for r in b2.jobs {
+                if let Some(slot) = b.jobs.iter_mut().find(|x| x.name == r.name) {
+                    *slot = r;
+                }
+            }
+            b.l1_restarts.extend(b2.l1_restarts);
+        }
+        Ok(b)
+    });
     let _ = std::fs::remove_dir_all(&dir);
     match r {
         Ok(b) => {
@@ -248,6 +281,9 @@ fn run_suite() -> Result<Batch, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// The jobs that end in a triple fault on purpose.
+const EXPECTS_TRIPLE_FAULT: &[&str] = &["reboot-triple-fault", "builtin-triple-fault"];
 
 fn suite() -> &'static Batch {
     static SUITE: OnceLock<Result<Batch, String>> = OnceLock::new();
@@ -371,10 +407,22 @@ fn serial_transmit_and_receive_interrupts_flow_with_one_and_two_vcpus() {
             "ttyS0 transmitted through the tty layer",
         );
     }
-    // Receive: the console sessions below read a typed line.
+    // Receive: the console sessions typed a line; the port counted what it received.
     for cpus in [1, 2] {
         let j = b.job(&format!("console-{cpus}cpu"));
         check(j, j.status == 0, "console session ends with status 0");
+        let out = console(j);
+        let rx = out
+            .lines()
+            .filter(|l| l.starts_with("0: uart:16550A"))
+            .filter_map(|l| serial_field(l, "rx:"))
+            .max()
+            .unwrap_or(0);
+        check(
+            j,
+            rx > 0,
+            "ttyS0 received the typed line (rx > 0 after typing)",
+        );
     }
 }
 

@@ -60,6 +60,10 @@ struct Cli {
     /// `--append quiet`.
     #[arg(long, value_name = "STR", allow_hyphen_values = true)]
     append: Option<String>,
+    /// Back guest RAM with transparent huge pages (where the host's THP is `always` or
+    /// `madvise`): fewer faults while the guest first touches memory.
+    #[arg(long, value_enum, default_value = "off", value_name = "on|off")]
+    hugepages: Toggle,
     /// Guest memory, e.g. 256M, 1G (suffixes K, M, G; plain numbers are MiB).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     mem: u64,
@@ -149,6 +153,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// An on/off option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Toggle {
+    On,
+    Off,
+}
+
 fn parse_pattern(s: &str) -> Result<String, String> {
     if s.is_empty() {
         Err("a --fail-on pattern must not be empty (it would match every line)".into())
@@ -229,6 +240,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
             cmdline,
             mem: cli.mem,
             cpus: cli.cpus.min(u8::MAX as u64) as u8,
+            hugepages: cli.hugepages == Toggle::On,
         },
         serial: if json_to_stdout {
             SerialMode::None
@@ -240,6 +252,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         log: cli.log.clone(),
         process_start: Some(process_start),
         ram_lookup: cli.ram_lookup,
+        fail_on: fail_patterns(&cli),
     };
     if cli.cpus > u8::MAX as u64 {
         anyhow::bail!(vmm::Error::Cpus {
@@ -258,7 +271,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
             KernelSource::File(p) => p.display().to_string(),
         },
         expect: cfg.expect.clone(),
-        fail_on: fail_patterns(&cli),
+        fail_on: cfg.fail_on.clone(),
     };
     // SIGINT/SIGTERM are blocked in every thread (the vCPU threads inherit the mask) and
     // arrive through a signalfd on the main loop.
@@ -271,8 +284,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
 
     let timeout = cfg.timeout;
     let serial_in = cfg.serial == SerialMode::Stdio || json_to_stdout;
-    let vm =
-        Vm::new_in_with_fail_on(cfg, rcu, &cfg_summary.fail_on).context("setting up the VM")?;
+    let vm = Vm::new_in(cfg, rcu).context("setting up the VM")?;
     if external {
         if let Some(w) = vmm::pvm::linux_warning() {
             eprintln!("vmm: warning: {w}");

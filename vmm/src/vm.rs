@@ -48,6 +48,10 @@ pub struct VmConfig {
     pub process_start: Option<Instant>,
     /// How the lookup device translates guest addresses.
     pub ram_lookup: crate::lookup::LookupDesign,
+    /// `--fail-on`: the run fails ([`Outcome::FailPattern`]) as soon as a line of the
+    /// guest's console output contains one of these (plain substrings; the serial output
+    /// is scanned wherever it goes, `--serial none` included).
+    pub fail_on: Vec<String>,
 }
 
 /// What a run produced.
@@ -604,18 +608,11 @@ impl Vm {
     /// As [`Vm::new`], with the vCPUs and buses in the RCU domain `rcu` (the VMM passes the
     /// main loop's domain, whose `call_rcu` callbacks run under the BQL).
     pub fn new_in(cfg: VmConfig, rcu: Rcu) -> Result<Vm> {
-        Self::new_in_with_fail_on(cfg, rcu, &[])
-    }
-
-    /// As [`Vm::new_in`], and the run fails ([`Outcome::FailPattern`]) as soon as a line of
-    /// the guest's console output contains one of `fail_on` (plain substrings; the serial
-    /// output is scanned wherever it goes, `--serial none` included).
-    pub fn new_in_with_fail_on(cfg: VmConfig, rcu: Rcu, fail_on: &[String]) -> Result<Vm> {
         let started = cfg.process_start.unwrap_or_else(Instant::now);
         let kvm = open_kvm()?;
         log::debug!("kvm opened: {:?} since start", started.elapsed());
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
-        let ram = Arc::new(boot::create_memory(cfg.boot.mem, &rcu)?);
+        let ram = Arc::new(boot::create_memory(cfg.boot.mem, &rcu, cfg.boot.hugepages)?);
         log::debug!("guest memory mapped: {:?} since start", started.elapsed());
 
         let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
@@ -691,8 +688,8 @@ impl Vm {
             started,
             first_run: Mutex::new(None),
             expect_seen: Mutex::new(None),
-            fail_scan: (!fail_on.is_empty())
-                .then(|| Arc::new(Mutex::new(FailScanner::new(fail_on)))),
+            fail_scan: (!cfg.fail_on.is_empty())
+                .then(|| Arc::new(Mutex::new(FailScanner::new(&cfg.fail_on)))),
             guest_panic: Mutex::new(None),
         });
 
