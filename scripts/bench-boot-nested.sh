@@ -21,8 +21,15 @@ qemu=$(command -v "${QEMU:-qemu-system-x86_64}") || {
     bash "$repo/scripts/fetch-nested-kvm.sh" >/dev/null
     qemu=$(command -v qemu-system-x86_64)
 }
-bios=/usr/share/qemu/bios-microvm.bin
-[ -f "$bios" ] || { echo "no $bios: install Debian's qemu-system-x86 (or qemu-system-data)" >&2; exit 1; }
+bios=""
+for b in /usr/share/qemu/bios-microvm.bin /usr/share/seabios/bios-microvm.bin; do
+    [ -f "$b" ] && { bios=$b; break; }
+done
+[ -n "$bios" ] || { echo "no bios-microvm.bin in /usr/share/qemu or /usr/share/seabios: install Debian's seabios" >&2; exit 1; }
+# The option ROM that loads the kernel (QEMU 10's microvm needs it; x-option-roms=off left
+# the guest in the firmware).
+optrom=/usr/share/qemu/linuxboot_dma.bin
+[ -f "$optrom" ] || { echo "no $optrom: install Debian's qemu-system-data" >&2; exit 1; }
 
 (cd "$repo" && cargo build --release --quiet -p vmm --bins && cargo build --release --quiet -p tests --bin nested-kvm)
 eval "$(bash "$repo/scripts/fetch-linux-guest.sh" 2>/dev/null | sed -n 's/^kernel: *\(.*\)/kernel=\1/p; s/^initramfs: *\(.*\)/initramfs=\1/p')"
@@ -56,15 +63,16 @@ measure vmm $c \"\$VMM\" --kernel \"\$FILES/bzImage\" --initrd \"\$FILES/initram
 echo \"json vmm $c \$(cat r.json)\"")
         jobs+=(--sh "$measure
 measure qemu $c /bin/qemu-system-x86_64 \
-    -M microvm,x-option-roms=off,rtc=off,pit=on,pic=on,isa-serial=on,acpi=on,auto-kernel-cmdline=off \
-    -bios \"\$FILES/bios-microvm.bin\" -enable-kvm -cpu host -m $mem -smp $c -nodefaults \
+    -L /usr/share/qemu -M microvm,rtc=off,pit=on,pic=on,isa-serial=on,acpi=on,auto-kernel-cmdline=off \
+    -enable-kvm -cpu host -m $mem -smp $c -nodefaults \
     -no-user-config -display none -serial stdio -no-reboot \
     -kernel \"\$FILES/bzImage\" -initrd \"\$FILES/initramfs.cpio.gz\" -append 'console=ttyS0 quiet'")
     done
 done
 
 "$repo/target/release/nested-kvm" --quiet --out "$out" --timeout 90 \
-    --program "$qemu" --file "$bios=bios-microvm.bin" \
+    --program "$qemu" --file "$bios=/usr/share/qemu/bios-microvm.bin" \
+    --file "$optrom=/usr/share/qemu/linuxboot_dma.bin" \
     --file "$kernel=bzImage" --file "$initramfs=initramfs.cpio.gz" "${jobs[@]}" >&2 || true
 cat "$out"/job*/stdout > "$out/all.txt" 2>/dev/null || true
 

@@ -253,3 +253,31 @@ fn lookup_bench_is_correct_with_every_design_on_two_cpus() {
         );
     }
 }
+
+/// `--append` adds words to the command line (the built-in guest prints the one it got), and
+/// `--hugepages on` boots the same guest on 2 MiB-aligned, THP-advised RAM; bad values are
+/// usage errors.
+#[test]
+fn append_and_hugepages_options() {
+    if !require_kvm() {
+        return;
+    }
+    let r = run_vmm(
+        &[T, "--cmdline", "workload=smoke", "--append", "extra=1"],
+        None,
+    );
+    r.check(r.status == 0, "exit 0");
+    r.check(
+        r.stdout
+            .contains("rvmm-guest: booted (cmdline \"workload=smoke extra=1\")"),
+        "the appended word reaches the guest",
+    );
+    for mem in ["256M", "1G"] {
+        let r = run_vmm(&[T, "--hugepages", "on", "--mem", mem], None);
+        r.check(r.status == 0, "--hugepages on boots");
+        r.check(!r.lines("workload smoke: ok").is_empty(), "workload ok");
+    }
+    let r = run_vmm(&[T, "--hugepages", "maybe"], None);
+    r.check(r.status == 2, "a bad --hugepages value is a usage error");
+    r.check(r.stderr.contains("on"), "the error names the choices");
+}
