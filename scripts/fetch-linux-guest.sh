@@ -38,15 +38,8 @@ case "$(uname -m)" in
     *) say "warning: this host is $(uname -m); the guest is x86_64 (busybox's applet list cannot be read here, only the applets /init needs are linked)" ;;
 esac
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        die "'$*' needs root: run this script as root or install sudo"
-    fi
-}
+# shellcheck source=scripts/debian-lib.sh
+. "$repo/scripts/debian-lib.sh"
 
 # apt's package lists exist and one was refreshed in the last $max_age days.
 max_age=${LINUX_GUEST_LISTS_MAX_AGE_DAYS:-7}
@@ -67,22 +60,8 @@ kernel_package() {
         sed -n 's/^Depends:.*\(linux-image-[0-9][^ ,]*-cloud-amd64\).*/\1/p' | head -n 1
 }
 
-# apt-get download PKG... into $cache/debs. apt drops root to the _apt user for downloads,
-# so as root the files land in a temporary folder that user may write, then move.
-download() {
-    local tmp rc=0
-    tmp=$(mktemp -d)
-    if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then
-        chown _apt "$tmp"
-    fi
-    (cd "$tmp" && apt-get download -q "$@" >&2) || rc=$?
-    if [ "$rc" = 0 ]; then
-        mkdir -p "$cache/debs"
-        mv "$tmp"/*.deb "$cache/debs/"
-    fi
-    rm -rf "$tmp"
-    return "$rc"
-}
+# apt-get download PKG... into $cache/debs.
+download() { apt_download "$cache/debs" "$@"; }
 
 fetch_packages() {
     lists_fresh || apt_update
@@ -131,12 +110,8 @@ fetch_packages() {
 
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
-# One run at a time (tests run in parallel and rewrite the initramfs); the lock goes with
-# the process.
-if command -v flock >/dev/null; then
-    exec 9>"$cache/.lock"
-    flock 9
-fi
+# One run at a time (tests run in parallel and rewrite the initramfs).
+lock_dir "$cache"
 
 if [ "${LINUX_GUEST_REFRESH:-0}" = 1 ] || [ ! -s "$cache/bzImage" ] ||
     [ ! -x "$cache/busybox/bin/busybox" ] || [ ! -s "$cache/SOURCES" ]; then

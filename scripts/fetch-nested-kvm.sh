@@ -29,15 +29,8 @@ meta=linux-image-amd64
 say() { echo "fetch-nested-kvm: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-as_root() {
-    if [ "$(id -u)" = 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null; then
-        sudo "$@"
-    else
-        die "'$*' needs root: run this script as root or install sudo"
-    fi
-}
+# shellcheck source=scripts/debian-lib.sh
+. "$repo/scripts/debian-lib.sh"
 
 # 1. QEMU (not with NESTED_KVM_NO_QEMU=1: a host with hardware KVM runs the jobs directly).
 # QEMU 10 or later: with Debian 12's QEMU 7.2 the emulated SVM lost interrupts now and then
@@ -112,11 +105,10 @@ fetch() {
     say "L1 kernel package: $kpkg"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' RETURN
-    if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
-    if ! (cd "$tmp" && apt-get download -q "$kpkg" >&2); then
+    if ! apt_download "$tmp" "$kpkg"; then
         as_root apt-get update -qq >&2 || true
         kpkg=$(kernel_package)
-        (cd "$tmp" && apt-get download -q "$kpkg" >&2) || die "apt-get download $kpkg failed"
+        apt_download "$tmp" "$kpkg" || die "apt-get download $kpkg failed"
     fi
     deb=$(compgen -G "$tmp/${kpkg}_*.deb" | head -n 1)
     [ -n "$deb" ] || die "apt-get download left no $kpkg .deb"
@@ -141,11 +133,8 @@ fetch() {
 
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
-# One fetch at a time (tests run in parallel); the lock goes with the process.
-if command -v flock >/dev/null; then
-    exec 9>"$cache/.lock"
-    flock 9
-fi
+# One fetch at a time (tests run in parallel).
+lock_dir "$cache"
 if [ "${NESTED_KVM_REFRESH:-0}" = 1 ] || [ ! -s "$cache/vmlinuz" ] || [ ! -s "$cache/SOURCES" ] ||
     [ ! -s "$cache/modules/kvm-amd.ko" ]; then
     fetch

@@ -122,6 +122,18 @@ pub fn run_vmm(args: &[&str], stdin: Option<&[u8]>) -> Run {
     Run::from_output(out, t.elapsed())
 }
 
+/// Runs `vmm` with `args` and checks that it fails with `status` and a message on stderr
+/// containing `needle`, without panicking.
+pub fn expect_error(args: &[&str], status: i32, needle: &str) {
+    let r = run_vmm(args, None);
+    r.check(r.status == status, &format!("{args:?}: status {status}"));
+    r.check(
+        r.stderr.contains(needle),
+        &format!("{args:?}: message contains '{needle}'"),
+    );
+    r.check(!r.stderr.contains("panicked"), "no panic");
+}
+
 /// CRC-32 (IEEE 802.3, as zlib's crc32), to check what the guest computes.
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;

@@ -229,6 +229,9 @@ pub struct Harness {
     pub workdir: Option<PathBuf>,
     /// Print progress to stderr.
     pub verbose: bool,
+    /// What the fetch script provided, and for which mode (shared by clones): the script
+    /// runs once per harness, not once per call.
+    fetched: std::sync::Arc<std::sync::Mutex<Option<(Mode, L1Env)>>>,
 }
 
 /// The repository this crate lives in.
@@ -260,6 +263,7 @@ impl Harness {
             l1_cpus: 2,
             workdir: std::env::var_os("RVMM_NESTED_KEEP").map(PathBuf::from),
             verbose: std::env::var_os("RVMM_NESTED_VERBOSE").is_some(),
+            fetched: Default::default(),
         }
     }
 
@@ -284,7 +288,7 @@ impl Harness {
     /// Runs `jobs` (in order) and brings back what each left.
     pub fn run(&self, jobs: &[Job]) -> Result<Batch, NestedError> {
         check_jobs(jobs)?;
-        self.prepare()?;
+        self.env()?;
         for (p, _) in &self.files {
             if !p.is_file() {
                 return Err(NestedError::Setup(format!(
@@ -419,7 +423,7 @@ impl Harness {
 
     fn run_nested_once(&self, jobs: &[Job], attempt: usize) -> Result<Batch, NestedError> {
         let t0 = Instant::now();
-        let env = fetch_env(&self.repo, &self.mode)?;
+        let env = self.env()?;
         let cpu = std::env::var("RVMM_NESTED_CPU").unwrap_or_else(|_| "max".into());
         let tmp = match &self.workdir {
             Some(w) => {
@@ -808,6 +812,7 @@ fn libraries(program: &Path) -> Result<Vec<PathBuf>, NestedError> {
 }
 
 /// The cached L1 environment.
+#[derive(Clone, Debug)]
 struct L1Env {
     kernel: PathBuf,
     modules: PathBuf,
@@ -875,11 +880,25 @@ pub struct LinuxGuest {
 impl Harness {
     /// Fetches (once; cached) what this harness needs, and returns the Linux guest.
     pub fn prepare(&self) -> Result<LinuxGuest, NestedError> {
-        let env = fetch_env(&self.repo, &self.mode)?;
+        let env = self.env()?;
         Ok(LinuxGuest {
             kernel: env.l2_kernel,
             initramfs: env.l2_initramfs,
         })
+    }
+
+    /// The fetched environment: the fetch script runs on the first call, and again only
+    /// when a direct-mode fetch (no QEMU) is followed by a nested run.
+    fn env(&self) -> Result<L1Env, NestedError> {
+        let mut cached = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((mode, env)) = &*cached {
+            if *mode == Mode::Nested || *mode == self.mode {
+                return Ok(env.clone());
+            }
+        }
+        let env = fetch_env(&self.repo, &self.mode)?;
+        *cached = Some((self.mode.clone(), env.clone()));
+        Ok(env)
     }
 }
 

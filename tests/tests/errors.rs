@@ -1,16 +1,6 @@
 //! Clear errors for bad input, each tested through the binary.
 
-use tests::{require_kvm, run_vmm};
-
-fn expect_error(args: &[&str], status: i32, needle: &str) {
-    let r = run_vmm(args, None);
-    r.check(r.status == status, &format!("{args:?}: status {status}"));
-    r.check(
-        r.stderr.contains(needle),
-        &format!("{args:?}: message contains '{needle}'"),
-    );
-    r.check(!r.stderr.contains("panicked"), "no panic");
-}
+use tests::{expect_error, require_kvm, run_vmm};
 
 #[test]
 fn kernel_file_errors() {

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tests::{require_kvm, run_vmm, Run};
+use tests::{expect_error, require_kvm, run_vmm, Run};
 
 const FAIL_PATTERN: i32 = vmm::outcome::status::FAIL_PATTERN;
 
@@ -211,13 +211,7 @@ fn bad_patterns_are_usage_errors() {
         (&["--fail-on", "a\nb"][..], "line break"),
         (&["--fail-on-kernel-errors=yes"][..], "unexpected value"),
     ] {
-        let r = run_vmm(args, None);
-        r.check(r.status == 2, &format!("{args:?}: status 2"));
-        r.check(
-            r.stderr.contains(needle),
-            &format!("{args:?}: says '{needle}'"),
-        );
-        r.check(!r.stderr.contains("panicked"), "no panic");
+        expect_error(args, 2, needle);
     }
 }
 

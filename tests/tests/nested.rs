@@ -158,23 +158,15 @@ fn jobs() -> Vec<Job> {
             "\"$VMM\" {extra} --timeout 60s --log guest.log --result-json result.json --cmdline '{cmdline}'\n"
         )
     };
-    v.push(Job::new("builtin-smoke", &builtin("", "workload=smoke")));
-    v.push(Job::new(
-        "builtin-smp",
-        &builtin("--cpus 2", "workload=smoke"),
-    ));
-    v.push(Job::new(
-        "builtin-smp-acpi",
-        &builtin("--cpus 2", "workload=smoke cpus=acpi"),
-    ));
-    v.push(Job::new(
-        "builtin-io-storm",
-        &builtin("", "workload=io-storm count=10000"),
-    ));
-    v.push(Job::new(
-        "builtin-triple-fault",
-        &builtin("", "workload=triple-fault"),
-    ));
+    for (name, extra, cmdline) in [
+        ("builtin-smoke", "", "workload=smoke"),
+        ("builtin-smp", "--cpus 2", "workload=smoke"),
+        ("builtin-smp-acpi", "--cpus 2", "workload=smoke cpus=acpi"),
+        ("builtin-io-storm", "", "workload=io-storm count=10000"),
+        ("builtin-triple-fault", "", "workload=triple-fault"),
+    ] {
+        v.push(Job::new(name, &builtin(extra, cmdline)));
+    }
     v.push(Job::new(
         "builtin-hotplug",
         &builtin_with_control(
