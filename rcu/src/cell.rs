@@ -76,6 +76,30 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
         unsafe { p.as_ref() }
     }
 
+    /// Checks `reader` once and returns a [`CellReader`] whose loads are a bare acquire load:
+    /// the check-once, read-many form of [`load`](Self::load) for hot loops (a vCPU's lookups
+    /// between two quiescent states). Its references borrow `reader` exactly as `load`'s do,
+    /// so the compiler still rejects one held across a quiescent state:
+    ///
+    /// ```compile_fail
+    /// let rcu = rcu::Rcu::new();
+    /// let cell = rcu::RcuCell::new_in(&rcu, Some(5u32));
+    /// let mut me = rcu.register_qsbr();
+    /// let five = cell.reader(&me).load().unwrap();
+    /// me.quiescent_state(); // error: `me` is borrowed by `five`
+    /// assert_eq!(*five, 5);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`load`](Self::load): if `reader` belongs to another domain, or is an offline or
+    /// revoked [`QsbrThread`].
+    #[inline(always)]
+    pub fn reader<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> CellReader<'r, T> {
+        reader.check(self.id);
+        CellReader { ptr: &self.ptr }
+    }
+
     /// The current value, for a writer that owns the cell exclusively.
     pub fn get_mut(&mut self) -> Option<&mut T> {
         // SAFETY: `&mut self` excludes readers (they borrow `&self`) and other writers.
@@ -125,6 +149,42 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
             // SAFETY: ownership of the cell means no reader can hold a reference.
             Some(*unsafe { Box::from_raw(p) })
         }
+    }
+}
+
+/// An [`RcuCell`] checked once against a read-side proof ([`RcuCell::reader`]); every
+/// [`load`](Self::load) is then one acquire load, with no per-read check.
+///
+/// It borrows both the cell and the proof for `'r`, so it cannot outlive the read-side
+/// section, and a QSBR thread cannot report a quiescent state while it exists.
+pub struct CellReader<'r, T> {
+    ptr: &'r AtomicPtr<T>,
+}
+
+impl<T> Clone for CellReader<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for CellReader<'_, T> {}
+
+impl<T> std::fmt::Debug for CellReader<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellReader").finish_non_exhaustive()
+    }
+}
+
+impl<'r, T> CellReader<'r, T> {
+    /// `rcu_dereference`: the current value (each call sees the latest published one).
+    #[inline(always)]
+    pub fn load(&self) -> Option<&'r T> {
+        // Acquire pairs with the writer's release: the value's contents are visible.
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: `RcuCell::reader` checked that the proof borrowed for 'r is a live reader of
+        // the cell's domain; a published pointer is freed only after a grace period that waits
+        // for that reader, whose borrow bounds 'r.
+        unsafe { p.as_ref() }
     }
 }
 

@@ -78,6 +78,8 @@ impl Slot {
 pub(crate) struct Config {
     pub(crate) use_membarrier: bool,
     pub(crate) spin_passes: u32,
+    #[cfg_attr(loom, allow(dead_code))] // time is not modelled under loom
+    pub(crate) spin_budget: Duration,
     #[cfg_attr(loom, allow(dead_code))] // stalls are timed, not modelled, under loom
     pub(crate) stall_timeout: Duration,
     pub(crate) batch_min: usize,
@@ -288,7 +290,12 @@ impl Inner {
             if pending.is_empty() {
                 return;
             }
-            if passes < self.config.spin_passes {
+            #[cfg(not(loom))]
+            let spin = passes < self.config.spin_passes
+                && (passes < 2 || started.elapsed() < self.config.spin_budget);
+            #[cfg(loom)]
+            let spin = passes < self.config.spin_passes;
+            if spin {
                 passes += 1;
                 // Back-off from 2 to 8 pauses per pass: a busy reader on another CPU answers
                 // within a few hundred ns, and a pause can cost ~30 ns, so a long fixed step
@@ -419,6 +426,7 @@ impl Default for Rcu {
 pub struct RcuBuilder {
     membarrier: bool,
     spin_passes: u32,
+    spin_budget: Duration,
     stall_timeout: Duration,
     batch_min: usize,
     batch_wait: Duration,
@@ -431,9 +439,10 @@ impl Default for RcuBuilder {
         RcuBuilder {
             membarrier: true,
             #[cfg(not(loom))]
-            spin_passes: 100,
+            spin_passes: 1000,
             #[cfg(loom)]
             spin_passes: 1,
+            spin_budget: Duration::from_micros(2),
             stall_timeout: Duration::from_secs(10),
             batch_min: 32,
             batch_wait: Duration::from_millis(50),
@@ -451,9 +460,19 @@ impl RcuBuilder {
         self
     }
 
-    /// How many polling passes `synchronize` makes before it sleeps (default 100).
+    /// At most how many polling passes `synchronize` makes before it sleeps on the event
+    /// (default 1000; the time budget below usually ends the polling first).
     pub fn spin_passes(mut self, passes: u32) -> Self {
         self.spin_passes = passes;
+        self
+    }
+
+    /// For how long `synchronize` polls busy readers before it sleeps (default 2 µs). A busy
+    /// reader on another CPU answers within a few hundred nanoseconds; one that shares the
+    /// writer's CPU cannot answer until the writer sleeps, so a long spin only delays it
+    /// (liburcu spins about 100 passes, about the same time).
+    pub fn spin_budget(mut self, budget: Duration) -> Self {
+        self.spin_budget = budget;
         self
     }
 
@@ -498,6 +517,7 @@ impl RcuBuilder {
             config: Config {
                 use_membarrier,
                 spin_passes: self.spin_passes,
+                spin_budget: self.spin_budget,
                 stall_timeout: self.stall_timeout,
                 batch_min: self.batch_min,
                 batch_wait: self.batch_wait,

@@ -134,7 +134,7 @@ mod reclaim;
 mod stats;
 mod sync;
 
-pub use cell::{RcuCell, Retired};
+pub use cell::{CellReader, RcuCell, Retired};
 #[cfg(loom)]
 pub use domain::{LoomGuard, LoomReader};
 pub use domain::{QsbrThread, Rcu, RcuBuilder, ReadGuard, ReadSide, ReaderKind};
