@@ -1,25 +1,37 @@
-//! Read-side cost: one read-side section plus one load of a shared pointer, per iteration,
-//! for our two reader kinds and their peers, with 1 thread and with 2 threads (the second
-//! thread does the same reads concurrently; the time is measured on the first one only).
+//! Read-side cost: one read-side section plus one load of a shared pointer per iteration, for
+//! our reader kinds and their peers, with 1 thread and with 2 threads (the second thread does
+//! the same reads concurrently; the time is measured on the first one only). Groups
+//! `read_side_1t`, `read_side_2t`; `atomicptr_floor` (a bare `AtomicPtr` acquire load) is
+//! the reference.
 //!
-//! Every variant loads the pointer and folds its address into a local sink that is passed
-//! to `black_box` once at the end, so no variant pays for a per-iteration stack store.
-//! Groups: `read_side_1t`, `read_side_2t`; `atomicptr_floor` is the reference.
+//! Every loop has the shape of liburcu's in `liburcu/bench.c`: one section and one load per
+//! iteration, the loaded value passed through `black_box` (there: an empty asm statement with
+//! a memory clobber on the value's address, which is what `black_box` compiles to), so that
+//! no loop is unrolled or has its loads hoisted or merged. Each loop is a function of its own
+//! in [`loops`] (`#[inline(never)]`), so that `objdump -d` shows it alone and the instruction
+//! counter measures the same code that criterion times.
 //!
-//! QSBR readers call `quiescent_state` every N loads: N = 16 models a vCPU thread (a few
+//! QSBR readers call `quiescent_state` every N reads: N = 16 models a vCPU thread (a few
 //! lookups per exit; it then goes offline for `KVM_RUN`), N = 1000 is liburcu's `rperf`
-//! (`RCU_READ_RUN`), and N = 1 (1 thread only) is the worst case: one quiescent state per read.
+//! (`RCU_READ_RUN`), and N = 1 (1 thread only) is the worst case. `qsbr_qs_every_N` loads
+//! with `RcuCell::load(&qsbr)` (which checks the handle on every load);
+//! `qsbr_check_once_qs_every_N` creates `cell.reader(&qsbr)` once after each quiescent state
+//! and then loads through it.
+//!
+//! Instruction counts: `<this bench executable> --callgrind ROW ITERS` runs one row's loop
+//! once, without criterion; `rcu/benches/callgrind.sh` runs it under
+//! `valgrind --tool=callgrind` with two iteration counts and reports the difference per
+//! iteration.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use crossbeam_epoch as epoch;
-use rcu::{Rcu, RcuCell};
-use std::hint::black_box;
+use rcu::{QsbrThread, Rcu, RcuCell};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
 
-struct Payload {
+pub struct Payload {
     value: u64,
 }
 
@@ -27,11 +39,93 @@ fn payload() -> Payload {
     Payload { value: 42 }
 }
 
-#[derive(Clone, Copy)]
+/// The measured loops (see the module docs).
+mod loops {
+    use super::Payload;
+    use crossbeam_epoch as epoch;
+    use rcu::{QsbrThread, Rcu, RcuCell};
+    use std::hint::black_box;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    #[inline(never)]
+    pub fn floor(p: &AtomicPtr<Payload>, iters: u64) {
+        for _ in 0..iters {
+            black_box(p.load(Ordering::Acquire));
+        }
+    }
+
+    /// `chunks` x (`every` x `cell.load(me)`, then `quiescent_state`).
+    #[inline(never)]
+    pub fn qsbr_load(cell: &RcuCell<Payload>, me: &mut QsbrThread, every: u64, chunks: u64) {
+        for _ in 0..chunks {
+            for _ in 0..every {
+                black_box(cell.load(me));
+            }
+            me.quiescent_state();
+        }
+    }
+
+    /// `chunks` x (`cell.reader(me)` once, `every` x `reader.load()`, then `quiescent_state`).
+    #[inline(never)]
+    pub fn qsbr_check_once(cell: &RcuCell<Payload>, me: &mut QsbrThread, every: u64, chunks: u64) {
+        for _ in 0..chunks {
+            let r = cell.reader(me);
+            for _ in 0..every {
+                black_box(r.load());
+            }
+            me.quiescent_state();
+        }
+    }
+
+    /// `read_lock` + load + unlock (the guard's drop), for a membarrier or a fence domain.
+    #[inline(never)]
+    pub fn read_lock(rcu: &Rcu, cell: &RcuCell<Payload>, iters: u64) {
+        for _ in 0..iters {
+            let g = rcu.read_lock();
+            black_box(cell.load(&g));
+        }
+    }
+
+    #[inline(never)]
+    pub fn crossbeam(a: &epoch::Atomic<Payload>, iters: u64) {
+        for _ in 0..iters {
+            let g = epoch::pin();
+            black_box(a.load(Ordering::Acquire, &g).as_raw());
+        }
+    }
+
+    #[inline(never)]
+    pub fn arc_swap(a: &arc_swap::ArcSwap<Payload>, iters: u64) {
+        for _ in 0..iters {
+            let g = a.load();
+            black_box(&**g as *const Payload);
+        }
+    }
+
+    #[inline(never)]
+    pub fn rwlock(rw: &parking_lot::RwLock<Box<Payload>>, iters: u64) {
+        for _ in 0..iters {
+            let g = rw.read();
+            black_box(&**g as *const Payload);
+        }
+    }
+
+    #[inline(never)]
+    pub fn mutex(m: &std::sync::Mutex<Box<Payload>>, iters: u64) {
+        for _ in 0..iters {
+            let g = m.lock().unwrap();
+            black_box(&**g as *const Payload);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
 enum Variant {
     Floor,
-    /// QSBR load; `quiescent_state` after every `n` loads.
+    /// `RcuCell::load(&qsbr)`; `quiescent_state` after every `n` loads.
     Qsbr(u64),
+    /// `cell.reader(&qsbr)` once per `n` loads, then `quiescent_state`.
+    QsbrCheckOnce(u64),
     ReadLockMembarrier,
     ReadLockFence,
     Crossbeam,
@@ -40,11 +134,28 @@ enum Variant {
     Mutex,
 }
 
+const VARIANTS: [Variant; 13] = [
+    Variant::Floor,
+    Variant::Qsbr(1),
+    Variant::Qsbr(16),
+    Variant::Qsbr(1000),
+    Variant::QsbrCheckOnce(1),
+    Variant::QsbrCheckOnce(16),
+    Variant::QsbrCheckOnce(1000),
+    Variant::ReadLockMembarrier,
+    Variant::ReadLockFence,
+    Variant::Crossbeam,
+    Variant::ArcSwap,
+    Variant::RwLock,
+    Variant::Mutex,
+];
+
 impl Variant {
     fn id(self) -> String {
         match self {
             Variant::Floor => "atomicptr_floor".into(),
             Variant::Qsbr(n) => format!("qsbr_qs_every_{n}"),
+            Variant::QsbrCheckOnce(n) => format!("qsbr_check_once_qs_every_{n}"),
             Variant::ReadLockMembarrier => "read_lock_membarrier".into(),
             Variant::ReadLockFence => "read_lock_fence".into(),
             Variant::Crossbeam => "crossbeam_pin_load".into(),
@@ -52,6 +163,10 @@ impl Variant {
             Variant::RwLock => "parking_lot_rwlock_read".into(),
             Variant::Mutex => "std_mutex_lock".into(),
         }
+    }
+
+    fn all() -> impl Iterator<Item = Variant> {
+        VARIANTS.iter().copied()
     }
 }
 
@@ -101,92 +216,49 @@ impl Drop for Shared {
     }
 }
 
-#[inline(always)]
-fn addr<T>(r: Option<&T>) -> usize {
-    r.map_or(0, |r| r as *const T as usize)
-}
-
-/// Runs `f` `iters` times (or, with `stop`, until it is set) and returns the elapsed time.
-#[inline(always)]
-fn timed(iters: u64, stop: Option<&AtomicBool>, mut f: impl FnMut() -> usize) -> Duration {
-    let mut sink = 0usize;
-    let start = Instant::now();
-    match stop {
-        None => {
-            for _ in 0..iters {
-                sink ^= f();
-            }
-        }
-        Some(stop) => {
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..1024 {
-                    sink ^= f();
-                }
-            }
-        }
-    }
-    let t = start.elapsed();
-    black_box(sink);
-    t
-}
-
-/// `iters` reads of variant `v` on the calling thread (or reads until `stop`).
-fn read_loop(v: Variant, s: &Shared, iters: u64, stop: Option<&AtomicBool>) -> Duration {
+/// Runs `iters` iterations of `v`'s loop (a QSBR loop: rounded up to whole chunks of `n`
+/// reads; the count actually run is returned). `me` must be a QSBR thread of `qsbr_cell`'s
+/// domain for the QSBR variants.
+fn run(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> u64 {
     match v {
-        Variant::Floor => timed(iters, stop, || s.floor.load(Ordering::Acquire) as usize),
-        Variant::Qsbr(every) => {
-            let mut me = s.qsbr_cell.domain().register_qsbr();
-            let cell = &s.qsbr_cell;
-            let mut sink = 0usize;
-            let mut done = 0u64;
-            let start = Instant::now();
-            loop {
-                let n = if stop.is_some() {
-                    every
-                } else {
-                    every.min(iters - done)
-                };
-                for _ in 0..n {
-                    sink ^= addr(cell.load(&me));
-                }
-                me.quiescent_state();
-                done += n;
-                let finished = match stop {
-                    Some(stop) => stop.load(Ordering::Relaxed),
-                    None => done >= iters,
-                };
-                if finished {
-                    break;
-                }
+        Variant::Floor => loops::floor(&s.floor, iters),
+        Variant::Qsbr(every) | Variant::QsbrCheckOnce(every) => {
+            let me = me.get_or_insert_with(|| s.qsbr_cell.domain().register_qsbr());
+            let chunks = iters.div_ceil(every);
+            if matches!(v, Variant::Qsbr(_)) {
+                loops::qsbr_load(&s.qsbr_cell, me, every, chunks);
+            } else {
+                loops::qsbr_check_once(&s.qsbr_cell, me, every, chunks);
             }
-            let t = start.elapsed();
-            black_box(sink);
-            t
+            return chunks * every;
         }
-        Variant::ReadLockMembarrier => timed(iters, stop, || {
-            let g = s.mb_rcu.read_lock();
-            addr(s.mb_cell.load(&g))
-        }),
-        Variant::ReadLockFence => timed(iters, stop, || {
-            let g = s.fence_rcu.read_lock();
-            addr(s.fence_cell.load(&g))
-        }),
-        Variant::Crossbeam => timed(iters, stop, || {
-            let g = epoch::pin();
-            s.cb.load(Ordering::Acquire, &g).as_raw() as usize
-        }),
-        Variant::ArcSwap => timed(iters, stop, || {
-            let g = s.arc.load();
-            addr(Some(&**g))
-        }),
-        Variant::RwLock => timed(iters, stop, || {
-            let g = s.rw.read();
-            addr(Some(&**g))
-        }),
-        Variant::Mutex => timed(iters, stop, || {
-            let g = s.mutex.lock().unwrap();
-            addr(Some(&**g))
-        }),
+        Variant::ReadLockMembarrier => loops::read_lock(&s.mb_rcu, &s.mb_cell, iters),
+        Variant::ReadLockFence => loops::read_lock(&s.fence_rcu, &s.fence_cell, iters),
+        Variant::Crossbeam => loops::crossbeam(&s.cb, iters),
+        Variant::ArcSwap => loops::arc_swap(&s.arc, iters),
+        Variant::RwLock => loops::rwlock(&s.rw, iters),
+        Variant::Mutex => loops::mutex(&s.mutex, iters),
+    }
+    iters
+}
+
+/// Times `iters` iterations (scaled when a QSBR loop ran a few more).
+fn timed(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> Duration {
+    let t = Instant::now();
+    let done = run(v, s, me, iters);
+    let d = t.elapsed();
+    if done == iters || done == 0 {
+        d
+    } else {
+        d.mul_f64(iters as f64 / done as f64)
+    }
+}
+
+/// The second thread of the 2-thread group: the same reads until `stop`.
+fn background(v: Variant, s: &Shared, stop: &AtomicBool) {
+    let mut me = None;
+    while !stop.load(Ordering::Relaxed) {
+        run(v, s, &mut me, 16_000);
     }
 }
 
@@ -194,40 +266,39 @@ fn bench_read_side(c: &mut Criterion) {
     let s = Shared::new();
     // Make sure every value is what we think it is before timing anything.
     assert_eq!(s.mb_cell.load(&s.mb_rcu.read_lock()).unwrap().value, 42);
-    let variants_1t = [
-        Variant::Floor,
-        Variant::Qsbr(1),
-        Variant::Qsbr(16),
-        Variant::Qsbr(1000),
-        Variant::ReadLockMembarrier,
-        Variant::ReadLockFence,
-        Variant::Crossbeam,
-        Variant::ArcSwap,
-        Variant::RwLock,
-        Variant::Mutex,
-    ];
+    assert_eq!(
+        s.fence_cell.load(&s.fence_rcu.read_lock()).unwrap().value,
+        42
+    );
+    {
+        let me = s.qsbr_cell.domain().register_qsbr();
+        assert_eq!(s.qsbr_cell.reader(&me).load().unwrap().value, 42);
+    }
+
     let mut group = c.benchmark_group("read_side_1t");
-    for v in variants_1t {
+    for v in Variant::all() {
+        let mut me = None;
         group.bench_function(v.id(), |b| {
-            b.iter_custom(|iters| read_loop(v, &s, iters, None))
+            b.iter_custom(|iters| timed(v, &s, &mut me, iters))
         });
     }
     group.finish();
 
     let mut group = c.benchmark_group("read_side_2t");
-    for v in variants_1t {
-        if matches!(v, Variant::Qsbr(1)) {
+    for v in Variant::all() {
+        if matches!(v, Variant::Qsbr(1) | Variant::QsbrCheckOnce(1)) {
             continue;
         }
+        let mut me = None;
         common::with_background(
             1,
             |stop, ready| {
                 ready();
-                read_loop(v, &s, 0, Some(stop));
+                background(v, &s, stop);
             },
             || {
                 group.bench_function(v.id(), |b| {
-                    b.iter_custom(|iters| read_loop(v, &s, iters, None))
+                    b.iter_custom(|iters| timed(v, &s, &mut me, iters))
                 });
             },
         );
@@ -235,9 +306,50 @@ fn bench_read_side(c: &mut Criterion) {
     group.finish();
 }
 
+/// `--callgrind ROW ITERS`: runs ROW's loop once for ITERS iterations (no criterion, no
+/// timing), for `callgrind.sh`; prints the rows with `--callgrind list`.
+fn callgrind_mode(args: &[String]) {
+    let row = args.first().map(String::as_str).unwrap_or("list");
+    if row == "list" {
+        for v in Variant::all() {
+            println!("{}", v.id());
+        }
+        return;
+    }
+    let iters: u64 = args
+        .get(1)
+        .and_then(|n| n.parse().ok())
+        .expect("usage: --callgrind ROW ITERS");
+    let v = Variant::all()
+        .find(|v| v.id() == row)
+        .unwrap_or_else(|| panic!("unknown row {row}; --callgrind list shows them"));
+    let s = Shared::new();
+    let mut me = None;
+    // Register and warm up (thread-local caches, first-touch) outside the difference that
+    // callgrind.sh takes: it subtracts a run of N from a run of 2N.
+    run(v, &s, &mut me, 1000);
+    run(v, &s, &mut me, iters);
+    eprintln!(
+        "row {row}: {iters} iterations; membarrier domain uses membarrier: {}",
+        s.mb_rcu.uses_membarrier()
+    );
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
     targets = bench_read_side
 }
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind") {
+        callgrind_mode(&args[i + 1..]);
+        return;
+    }
+    benches();
+    Criterion::default()
+        .output_directory(&common::criterion_home())
+        .configure_from_args()
+        .final_summary();
+}

@@ -1,74 +1,66 @@
 #!/usr/bin/env python3
-"""Markdown tables (and the issue targets) from the rcu crate's criterion results.
+"""Markdown tables (and the issue targets) from one run of the rcu benchmarks and liburcu's.
 
-    cargo bench -p rcu                    # writes target/criterion/**/new/estimates.json
-    rcu/benches/liburcu/run.sh            # optional: liburcu beside us (target/liburcu/results.json)
-    python3 rcu/benches/report.py         # prints the tables for the README
+Reproduce (2 cores; ~12 min; needs gcc, liburcu-dev, valgrind):
+
+    rcu/benches/run.sh                  # builds, runs every part, prints these tables
+    rcu/benches/run.sh sync             # one part: read sync call_rcu mix callgrind
+    rcu/benches/callgrind.sh            # instruction counts only
+    python3 rcu/benches/report.py       # the tables again, from <target>/rcu-bench/
 
 Options: --target DIR (default: $CARGO_TARGET_DIR or <workspace>/target).
 
-Every number is a median: criterion's median of its per-sample means (the
-`median.point_estimate` of `new/estimates.json`), with its 95% confidence interval.
-For `synchronize`, the per-call percentiles that the bench records are shown too.
+Sources, all under <target>/rcu-bench/: criterion's results (criterion/, the read side and
+the update mix: criterion's median of its per-sample means, with its 95% CI), and JSON rows
+(*.jsonl) from synchronize.rs, call_rcu.rs, liburcu/bench.c and callgrind.sh. liburcu's read
+loops run before and after ours (their median of 15 repetitions each; the table shows the
+median of both runs); synchronize runs in rounds (ours, liburcu QSBR, liburcu memb), and the
+table shows the median of the rounds' percentiles and the pooled share of calls over 1 ms.
 """
 
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WORKSPACE = HERE.parent.parent
 
-# group -> (title, default reference id, what the ratio column means)
-GROUPS = {
-    "read_side_1t": (
-        "Read side, 1 thread: one read-side section + one pointer load",
-        "atomicptr_floor",
-        "x floor (same language)",
-    ),
-    "read_side_2t": (
-        "Read side, 2 threads (a second thread does the same reads; cost on one thread)",
-        "atomicptr_floor",
-        "x floor (same language)",
-    ),
-    "synchronize": (
-        "synchronize latency with busy readers (median per call)",
-        None,
-        "p50 x liburcu",
-    ),
-    "call_rcu": (
-        "call_rcu: K callbacks enqueued, then waited for (rcu_barrier / flush), one reader active",
-        "crossbeam_defer_flush",
-        "rate x crossbeam",
-    ),
-    "update_mix": (
-        "Update-heavy mix: one updater (swap + retire) and one reader checking a magic value",
-        None,
-        "ratio",
-    ),
-}
+# Read-side rows in display order (unknown ids follow).
+READ_ORDER = [
+    "atomicptr_floor",
+    "liburcu_floor",
+    "qsbr_check_once_qs_every_1000",
+    "qsbr_qs_every_1000",
+    "liburcu_qsbr_qs_every_1000",
+    "qsbr_check_once_qs_every_16",
+    "qsbr_qs_every_16",
+    "liburcu_qsbr_qs_every_16",
+    "qsbr_check_once_qs_every_1",
+    "qsbr_qs_every_1",
+    "liburcu_qsbr_qs_every_1",
+    "read_lock_membarrier",
+    "liburcu_memb_read_lock",
+    "read_lock_fence",
+    "crossbeam_pin_load",
+    "arc_swap_load",
+    "parking_lot_rwlock_read",
+    "std_mutex_lock",
+]
 
-# Row-specific references (ids without the "liburcu_<flavour>_" prefix; a liburcu row is
-# compared with the liburcu row of the same flavour).
-ROW_REF = {
-    "read_side_1t": {"*": "atomicptr_floor", "liburcu": "floor"},
-    "read_side_2t": {"*": "atomicptr_floor", "liburcu": "floor"},
-    "synchronize": {
-        "qsbr_readers_0": "liburcu_qsbr_readers_0",
-        "qsbr_readers_1": "liburcu_qsbr_readers_1",
-        "qsbr_readers_2": "liburcu_qsbr_readers_2",
-        "read_lock_membarrier_readers_1": "liburcu_memb_readers_1",
-    },
-    "update_mix": {
-        "reads_sync_updater": "reads_no_updater",
-        "reads_sync_updater_1mps": "reads_no_updater",
-        "reads_call_rcu_updater": "reads_no_updater",
-        "crossbeam_reads_defer_updater": "crossbeam_reads_no_updater",
-        "updates_sync": "liburcu_qsbr_updates_sync",
-        "updates_call_rcu": "crossbeam_updates_defer",
-    },
+# Our row -> liburcu's row of the same kind.
+LIBURCU_PEER = {
+    "qsbr_check_once_qs_every_1000": "liburcu_qsbr_qs_every_1000",
+    "qsbr_qs_every_1000": "liburcu_qsbr_qs_every_1000",
+    "qsbr_check_once_qs_every_16": "liburcu_qsbr_qs_every_16",
+    "qsbr_qs_every_16": "liburcu_qsbr_qs_every_16",
+    "qsbr_check_once_qs_every_1": "liburcu_qsbr_qs_every_1",
+    "qsbr_qs_every_1": "liburcu_qsbr_qs_every_1",
+    "read_lock_membarrier": "liburcu_memb_read_lock",
+    "read_lock_fence": "liburcu_memb_read_lock",
+    "atomicptr_floor": "liburcu_floor",
 }
 
 
@@ -89,47 +81,45 @@ def load_criterion(crit):
             continue
         bench = json.loads(bench_file.read_text())
         e = json.loads(est.read_text())["median"]
-        group = bench["group_id"]
-        fid = bench.get("function_id") or ""
-        if bench.get("value_str"):
-            fid = f"{fid}/{bench['value_str']}" if fid else bench["value_str"]
         thr = bench.get("throughput") or {}
         row = {
-            "id": fid,
+            "id": bench.get("function_id") or "",
             "median_ns": e["point_estimate"],
             "lo_ns": e["confidence_interval"]["lower_bound"],
             "hi_ns": e["confidence_interval"]["upper_bound"],
             "elements": thr.get("Elements"),
-            "source": "rust",
+            "c": False,
         }
-        pct = est.parent.parent / "percentiles.json"
-        if pct.exists():
-            row["pct"] = json.loads(pct.read_text())
         upd = est.parent.parent / "updater.json"
         if upd.exists():
             row["updater_per_s"] = json.loads(upd.read_text())["updates_per_s"]
-        out.setdefault(group, {})[fid] = row
+        out.setdefault(bench["group_id"], {})[row["id"]] = row
     return out
 
 
-def load_liburcu(target):
-    path = target / "liburcu" / "results.json"
-    if not path.exists():
-        return {}
-    out = {}
-    for r in json.loads(path.read_text()):
-        row = {
-            "id": r["id"],
-            "median_ns": r["median_ns"],
-            "lo_ns": r.get("min_ns"),
-            "hi_ns": r.get("max_ns"),
-            "elements": r.get("elements"),
-            "source": "liburcu",
-        }
-        if "p50_ns" in r:
-            row["pct"] = {k: r[k] for k in ("p50_ns", "p90_ns", "p99_ns") if k in r}
-        out.setdefault(r["group"], {})[r["id"]] = row
-    return out
+def load_rows(out_dir):
+    """{group: {id: [row, ...]}} from every <out>/*.jsonl (a row per round or run)."""
+    rows = {}
+    for path in sorted(out_dir.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                key = r["id"] if "batch" not in r else f"{r['id']}@{r['batch']}"
+                rows.setdefault(r["group"], {}).setdefault(key, []).append(r)
+    return rows
+
+
+def merged(runs):
+    """One row from a list of repeated runs of a read-side or mix row (median of medians)."""
+    return {
+        "id": runs[0]["id"],
+        "median_ns": statistics.median(r["median_ns"] for r in runs),
+        "lo_ns": min(r.get("min_ns", r["median_ns"]) for r in runs),
+        "hi_ns": max(r.get("max_ns", r["median_ns"]) for r in runs),
+        "elements": runs[0].get("elements"),
+        "c": True,
+    }
 
 
 def fmt_time(ns):
@@ -140,7 +130,7 @@ def fmt_time(ns):
     if ns < 1000:
         return f"{ns:.3g} ns"
     if ns < 1e6:
-        return f"{ns / 1e3:.3g} us"
+        return f"{ns / 1e3:.3g} µs"
     return f"{ns / 1e6:.3g} ms"
 
 
@@ -152,159 +142,298 @@ def fmt_rate(per_s):
     return f"{per_s:.0f} /s"
 
 
-def rate(row):
-    n = row.get("elements") or 1
-    return n / (row["median_ns"] * 1e-9)
+def fmt_share(v):
+    """A share of calls, in percent, with enough digits for small ones."""
+    return f"{100 * v:.2g}%" if v else "0%"
 
 
-def split_liburcu(rid):
-    """("liburcu_qsbr_", "reads_no_updater") for "liburcu_qsbr_reads_no_updater"."""
-    for flavour in ("qsbr", "memb"):
-        prefix = f"liburcu_{flavour}_"
-        if rid.startswith(prefix):
-            return prefix, rid[len(prefix):]
-    if rid.startswith("liburcu_"):
-        return "liburcu_", rid[len("liburcu_"):]
-    return "", rid
+def fmt_x(a, b):
+    return "-" if a is None or not b else f"{a / b:.2f}x"
 
 
-def reference(group, rid):
-    refs = ROW_REF.get(group)
-    if refs is None:
-        return GROUPS.get(group, (None, None))[1]
-    prefix, base = split_liburcu(rid)
-    if "*" in refs:  # read side: each language against its own floor
-        return "liburcu_" + refs["liburcu"] if prefix else refs["*"]
-    ref = refs.get(base)
-    if ref is None:
-        return None
-    if prefix and not ref.startswith("liburcu_") and not ref.startswith("crossbeam"):
-        return prefix + ref
-    return None if prefix and ref.startswith("liburcu_") else ref
+def name(row):
+    return f"{row['id']} (C)" if row["c"] else row["id"]
 
 
-def ratio(group, row, rows):
-    ref_id = reference(group, row["id"])
-    if ref_id is None or ref_id not in rows or ref_id == row["id"]:
-        return "-"
-    ref = rows[ref_id]
-    if group == "call_rcu" or (group == "update_mix" and "updates" in row["id"]):
-        return f"{rate(row) / rate(ref):.2f}x rate of {ref_id}"
-    if group == "synchronize":
-        mine = (row.get("pct") or {}).get("p50_ns", row["median_ns"])
-        theirs = (ref.get("pct") or {}).get("p50_ns", ref["median_ns"])
-        return f"{mine / theirs:.2f}x"
-    if group == "update_mix":
-        text = f"{row['median_ns'] / ref['median_ns']:.2f}x time of {ref_id}"
-        if row.get("updater_per_s"):
-            text += f" (updater at {fmt_rate(row['updater_per_s'])})"
-        return text
-    return f"{row['median_ns'] / ref['median_ns']:.2f}x"
+def ordered(rows, order):
+    known = [rows[i] for i in order if i in rows]
+    rest = [rows[i] for i in sorted(rows) if i not in order]
+    return known + rest
 
 
-def table(group, rows):
-    title, _, ratio_name = GROUPS.get(group, (group, None, "ratio"))
-    lines = [f"### {title}", ""]
-    has_rate = any(r.get("elements") for r in rows.values()) or group == "update_mix"
-    has_pct = any("pct" in r for r in rows.values())
-    head = ["benchmark", "median", "95% CI"]
-    if has_pct:
-        head += ["per-call p50", "p90", "p99"]
-    if has_rate:
-        head.append("rate")
-    head.append(ratio_name)
-    lines.append("| " + " | ".join(head) + " |")
-    lines.append("|" + "---|" * len(head))
-    ordered = sorted(
-        rows.items(),
-        key=lambda kv: (0 if group == "update_mix" else kv[1]["median_ns"], kv[0]),
-    )
-    for rid, row in ordered:
-        name = rid if row["source"] == "rust" else f"{rid} (C)"
-        ci = (
-            f"{fmt_time(row['lo_ns'])} .. {fmt_time(row['hi_ns'])}"
-            if row.get("lo_ns") is not None
-            else "-"
-        )
-        cells = [name, fmt_time(row["median_ns"]), ci]
-        if has_pct:
-            p = row.get("pct") or {}
-            cells += [fmt_time(p.get("p50_ns")), fmt_time(p.get("p90_ns")), fmt_time(p.get("p99_ns"))]
-        if has_rate:
-            cells.append(fmt_rate(rate(row)))
-        cells.append(ratio(group, row, rows))
+def read_table(title, rows, instr):
+    floor_r = rows.get("atomicptr_floor", {}).get("median_ns")
+    floor_c = rows.get("liburcu_floor", {}).get("median_ns")
+    lines = [f"#### {title}", ""]
+    head = ["benchmark", "time/iter", "range", "x Rust floor", "x liburcu floor",
+            "x liburcu (same kind)"]
+    if instr:
+        head += ["instr/iter", "instr x floor (same language)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in ordered(rows, READ_ORDER):
+        i_floor = instr.get("liburcu_floor" if row["c"] else "atomicptr_floor")
+        peer = rows.get(LIBURCU_PEER.get(row["id"], ""), {}).get("median_ns")
+        cells = [
+            name(row),
+            fmt_time(row["median_ns"]),
+            f"{fmt_time(row['lo_ns'])} .. {fmt_time(row['hi_ns'])}",
+            fmt_x(row["median_ns"], floor_r),
+            fmt_x(row["median_ns"], floor_c),
+            fmt_x(row["median_ns"], peer),
+        ]
+        if instr:
+            n = instr.get(row["id"])
+            cells += ["-" if n is None else f"{n:.2f}", fmt_x(n, i_floor)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def targets(res):
-    """The issue targets, checked against this run (None where a number is missing)."""
-    def med(group, rid):
-        return res.get(group, {}).get(rid, {}).get("median_ns")
+def sync_summary(runs):
+    """Median over rounds of each percentile; pooled count and share over 1 ms."""
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    count = sum(r["count"] for r in runs)
+    over = sum(r["over_1ms"] for r in runs)
+    return {
+        "p50": med("p50_ns"), "p90": med("p90_ns"), "p99": med("p99_ns"),
+        "max": max(r["max_ns"] for r in runs), "count": count, "over": over,
+        "share": over / count if count else 0.0, "rounds": len(runs),
+    }
 
+
+def sync_peer(rid):
+    """liburcu's row for one of ours: QSBR readers -> liburcu QSBR, read_lock -> memb."""
+    n = rid.rsplit("_", 1)[-1]
+    if rid.startswith("qsbr_readers_"):
+        return f"liburcu_qsbr_readers_{n}"
+    if rid.startswith("read_lock_"):
+        return f"liburcu_memb_readers_{n}"
+    return None
+
+
+def sync_table(groups):
+    runs = groups.get("synchronize", {})
+    if not runs:
+        return None, {}
+    s = {rid: sync_summary(r) for rid, r in runs.items()}
+    order = []
+    for n in (0, 1, 2):
+        order += [f"qsbr_readers_{n}", f"liburcu_qsbr_readers_{n}",
+                  f"read_lock_membarrier_readers_{n}", f"liburcu_memb_readers_{n}"]
+    order.append("read_lock_fence_readers_1")
+    rounds = max(v["rounds"] for v in s.values())
+    lines = [
+        f"#### synchronize latency per call, busy readers on 2 cores ({rounds} rounds)",
+        "",
+        "| benchmark | calls | p50 | p90 | p99 | max | over 1 ms | p50 x liburcu |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rid in [i for i in order if i in s] + sorted(i for i in s if i not in order):
+        v = s[rid]
+        peer = s.get(sync_peer(rid) or "")
+        lines.append(
+            f"| {rid}{' (C)' if rid.startswith('liburcu') else ''} | {v['count']} | "
+            f"{fmt_time(v['p50'])} | {fmt_time(v['p90'])} | {fmt_time(v['p99'])} | "
+            f"{fmt_time(v['max'])} | {v['over']} ({fmt_share(v['share'])}) | "
+            f"{fmt_x(v['p50'], peer['p50']) if peer else '-'} |"
+        )
+    return "\n".join(lines), s
+
+
+def call_rcu_table(groups):
+    runs = groups.get("call_rcu", {})
+    if not runs:
+        return None, {}
+    rate = {}
+    for key, r in runs.items():
+        rid, batch = key.split("@")
+        med = statistics.median(x["median_ns"] for x in r)
+        rate[(rid, int(batch))] = int(batch) / (med * 1e-9)
+    batches = sorted({b for _, b in rate})
+    ids = ["rcu_call_rcu_qsbr_reader", "rcu_call_rcu_read_lock_reader",
+           "crossbeam_defer_flush", "liburcu_qsbr_call_rcu", "liburcu_memb_call_rcu"]
+    ids += sorted({i for i, _ in rate} - set(ids))
+    head = ["benchmark"]
+    for b in batches:
+        head += [f"{b:,}: rate", "x liburcu qsbr", "x liburcu memb"]
+    lines = [
+        "#### call_rcu: a batch of callbacks enqueued, then waited for (rcu_barrier / flush), "
+        "one busy reader",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for rid in ids:
+        if not any((rid, b) in rate for b in batches):
+            continue
+        cells = [f"{rid} (C)" if rid.startswith("liburcu") else rid]
+        for b in batches:
+            r = rate.get((rid, b))
+            cells += [
+                "-" if r is None else fmt_rate(r),
+                fmt_x(r, rate.get(("liburcu_qsbr_call_rcu", b))),
+                fmt_x(r, rate.get(("liburcu_memb_call_rcu", b))),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), rate
+
+
+MIX_REF = {
+    "reads_sync_updater": ("reads_no_updater", "time"),
+    "reads_sync_updater_1mps": ("reads_no_updater", "time"),
+    "reads_call_rcu_updater": ("reads_no_updater", "time"),
+    "crossbeam_reads_defer_updater": ("crossbeam_reads_no_updater", "time"),
+    "liburcu_qsbr_reads_sync_updater": ("liburcu_qsbr_reads_no_updater", "time"),
+    "liburcu_memb_reads_sync_updater": ("liburcu_memb_reads_no_updater", "time"),
+    "updates_sync": ("liburcu_qsbr_updates_sync", "rate"),
+    "updates_call_rcu": ("crossbeam_updates_defer", "rate"),
+}
+
+
+def rate_of(row):
+    return (row.get("elements") or 1) / (row["median_ns"] * 1e-9)
+
+
+def mix_table(rows):
+    lines = [
+        "#### Update-heavy mix: one updater (swap + retire) and one reader checking a magic "
+        "value",
+        "",
+        "| benchmark | median | range | rate | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for rid in sorted(rows):
+        row = rows[rid]
+        ref_id, kind = MIX_REF.get(rid, (None, None))
+        ref = rows.get(ref_id)
+        if ref is None:
+            ratio = "-"
+        elif kind == "rate":
+            ratio = f"{rate_of(row) / rate_of(ref):.2f}x rate of {ref_id}"
+        else:
+            ratio = f"{row['median_ns'] / ref['median_ns']:.2f}x time of {ref_id}"
+            if row.get("updater_per_s"):
+                ratio += f" (updater at {fmt_rate(row['updater_per_s'])})"
+        lines.append(
+            f"| {name(row)} | {fmt_time(row['median_ns'])} | "
+            f"{fmt_time(row['lo_ns'])} .. {fmt_time(row['hi_ns'])} | "
+            f"{fmt_rate(rate_of(row))} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def targets(read1, instr, sync, call, mix):
     checks = []
 
-    def check(name, value_text, ok):
-        checks.append((name, value_text, "-" if ok is None else ("met" if ok else "MISSED")))
+    def check(what, value, ok):
+        checks.append((what, value, "-" if ok is None else ("met" if ok else "MISSED")))
 
-    floor = med("read_side_1t", "atomicptr_floor")
+    def med(rid):
+        return read1.get(rid, {}).get("median_ns")
+
+    floor = med("atomicptr_floor")
+    i_floor = instr.get("atomicptr_floor")
     for n in (16, 1000):
-        q = med("read_side_1t", f"qsbr_qs_every_{n}")
-        if floor and q:
-            check(f"QSBR (quiescent_state every {n}) within 1.1x of the floor",
-                  f"{q / floor:.2f}x ({fmt_time(q)} vs {fmt_time(floor)})", q / floor <= 1.1)
-    rl = med("read_side_1t", "read_lock_membarrier")
-    cb = med("read_side_1t", "crossbeam_pin_load")
-    asw = med("read_side_1t", "arc_swap_load")
-    if rl:
-        check("read_lock+unlock (membarrier) <= 1 ns", fmt_time(rl), rl <= 1.0)
-    if rl and cb:
-        check(">= 5x cheaper than crossbeam pin", f"{cb / rl:.2f}x", cb / rl >= 5)
-    if rl and asw:
-        check(">= 10x cheaper than arc-swap load", f"{asw / rl:.2f}x", asw / rl >= 10)
-    s1 = res.get("synchronize", {}).get("qsbr_readers_1")
-    if s1:
-        p50 = (s1.get("pct") or {}).get("p50_ns", s1["median_ns"])
-        check("synchronize, 1 busy QSBR reader: median <= 10 us",
-              f"per-call p50 {fmt_time(p50)}, criterion median {fmt_time(s1['median_ns'])}",
-              p50 <= 10_000)
-    c = res.get("call_rcu", {}).get("rcu_call_rcu_qsbr_reader")
-    if c:
-        check("call_rcu >= 5 M callbacks/s with a reader active", fmt_rate(rate(c)), rate(c) >= 5e6)
-    mix = res.get("update_mix", {})
+        for rid, what in ((f"qsbr_check_once_qs_every_{n}", "check-once `cell.reader`"),
+                          (f"qsbr_qs_every_{n}", "`RcuCell::load(&qsbr)`")):
+            q = med(rid)
+            if floor and q:
+                extra = ""
+                if instr.get(rid) and i_floor:
+                    extra = f"; {instr[rid]:.2f} vs {i_floor:.2f} instructions"
+                check(f"QSBR, quiescent_state every {n}, {what}: <= 1.1x the floor",
+                      f"{q / floor:.2f}x ({fmt_time(q)} vs {fmt_time(floor)}{extra})",
+                      q / floor <= 1.1)
+    rl, lm = med("read_lock_membarrier"), med("liburcu_memb_read_lock")
+    if rl and lm:
+        extra = ""
+        if instr.get("read_lock_membarrier") and instr.get("liburcu_memb_read_lock"):
+            extra = (f"; {instr['read_lock_membarrier']:.0f} vs "
+                     f"{instr['liburcu_memb_read_lock']:.0f} instructions")
+        check("read_lock + load + unlock (membarrier) <= liburcu memb",
+              f"{rl / lm:.2f}x ({fmt_time(rl)} vs {fmt_time(lm)}{extra})", rl <= lm)
+    for n in (0, 1, 2):
+        ours, theirs = sync.get(f"qsbr_readers_{n}"), sync.get(f"liburcu_qsbr_readers_{n}")
+        if ours and theirs:
+            check(f"synchronize, {n} busy QSBR readers: p50 <= liburcu QSBR's",
+                  f"{fmt_time(ours['p50'])} vs {fmt_time(theirs['p50'])} "
+                  f"({ours['p50'] / theirs['p50']:.2f}x)", ours["p50"] <= theirs["p50"])
+            check(f"synchronize, {n} busy QSBR readers: share of calls over 1 ms <= "
+                  "liburcu QSBR's",
+                  f"{fmt_share(ours['share'])} ({ours['over']} of {ours['count']}) vs "
+                  f"{fmt_share(theirs['share'])} ({theirs['over']} of {theirs['count']})",
+                  ours["share"] <= theirs["share"])
+    for n in (0, 1, 2):
+        ours = sync.get(f"read_lock_membarrier_readers_{n}")
+        theirs = sync.get(f"liburcu_memb_readers_{n}")
+        if ours and theirs:
+            check(f"(also) synchronize, {n} busy read_lock readers: p50 <= liburcu memb's",
+                  f"{fmt_time(ours['p50'])} vs {fmt_time(theirs['p50'])}; over 1 ms "
+                  f"{fmt_share(ours['share'])} ({ours['over']} of {ours['count']}) vs "
+                  f"{fmt_share(theirs['share'])} ({theirs['over']} of {theirs['count']})",
+                  ours["p50"] <= theirs["p50"] and ours["share"] <= theirs["share"])
+    for b in sorted({b for _, b in call}):
+        ours = call.get(("rcu_call_rcu_qsbr_reader", b))
+        theirs = call.get(("liburcu_qsbr_call_rcu", b))
+        if ours and theirs:
+            check(f"call_rcu, batches of {b:,}, QSBR reader: >= 5 M callbacks/s "
+                  "(issue 3)", f"{fmt_rate(ours)}; {ours / theirs:.2f}x liburcu QSBR",
+                  ours >= 5e6)
     up, r0 = mix.get("updates_sync"), mix.get("reads_no_updater")
     if up:
-        check(">= 1 M updates/s through synchronize (QSBR reader)", fmt_rate(rate(up)), rate(up) >= 1e6)
-    for rid, what in (("reads_sync_updater", "flat out"), ("reads_sync_updater_1mps", "paced to 1 M/s")):
-        r1 = mix.get(rid)
-        if r0 and r1:
-            q = r1["median_ns"] / r0["median_ns"]
-            upd = r1.get("updater_per_s")
-            extra = f", updater at {fmt_rate(upd)}" if upd else ""
-            check(f"reads with a synchronize updater ({what}) within 1.2x of a lone reader",
-                  f"{q:.2f}x{extra}", q <= 1.2)
-    lines = ["### Targets (issues 2 and 3)", "", "| target | this run | |", "|---|---|---|"]
+        check(">= 1 M updates/s through synchronize, QSBR reader (issue 3)",
+              fmt_rate(rate_of(up)), rate_of(up) >= 1e6)
+    r1 = mix.get("reads_sync_updater_1mps")
+    if r0 and r1:
+        q = r1["median_ns"] / r0["median_ns"]
+        check("reads with a synchronize updater paced to 1 M/s within 1.2x of a lone "
+              "reader (issue 3)", f"{q:.2f}x", q <= 1.2)
+    lines = ["#### Targets", "", "| target | this run | |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in checks]
     return "\n".join(lines)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", help="cargo target directory")
-    ap.add_argument("--no-targets", action="store_true", help="omit the targets table")
     args = ap.parse_args()
-    target = target_dir(args.target)
-    crit = Path(os.environ.get("CRITERION_HOME", target / "criterion"))
-    res = load_criterion(crit)
-    if not res:
-        sys.exit(f"no criterion results under {crit}; run `cargo bench -p rcu` first")
-    for group, rows in load_liburcu(target).items():
-        res.setdefault(group, {}).update(rows)
-    # Other crates' benchmarks share target/criterion: show only this crate's groups.
-    out = [table(g, res[g]) for g in GROUPS if g in res]
-    if not args.no_targets:
-        out.append(targets(res))
-    print("\n\n".join(out))
+    out_dir = target_dir(args.target) / "rcu-bench"
+    crit = load_criterion(out_dir / "criterion")
+    groups = load_rows(out_dir)
+    if not crit and not groups:
+        sys.exit(f"no results under {out_dir}; run rcu/benches/run.sh first")
+
+    instr = {rid: r[-1]["instr_per_iter"] for rid, r in groups.get("callgrind", {}).items()}
+    sections = []
+    read = {}
+    for g, title in (("read_side_1t", "Read side, 1 thread: one section + one pointer load "
+                      "per iteration (value through black_box)"),
+                     ("read_side_2t", "Read side, 2 threads (a second thread does the same "
+                      "reads; the time is measured on one)")):
+        rows = dict(crit.get(g, {}))
+        for rid, runs in groups.get(g, {}).items():
+            rows[rid] = merged(runs)
+        read[g] = rows
+        if rows:
+            sections.append(read_table(title, rows, instr if g == "read_side_1t" else {}))
+    if instr and not read.get("read_side_1t"):
+        rows = {rid: {"id": rid, "median_ns": None, "lo_ns": None, "hi_ns": None,
+                      "c": rid.startswith("liburcu")} for rid in instr}
+        sections.append(read_table("Read side: instructions per iteration (callgrind)",
+                                   rows, instr))
+    text, sync = sync_table(groups)
+    if text:
+        sections.append(text)
+    text, call = call_rcu_table(groups)
+    if text:
+        sections.append(text)
+    mix = dict(crit.get("update_mix", {}))
+    for rid, runs in groups.get("update_mix", {}).items():
+        mix[rid] = merged(runs)
+    if mix:
+        sections.append(mix_table(mix))
+    sections.append(targets(read.get("read_side_1t", {}), instr, sync, call, mix))
+    print("\n\n".join(sections))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-//! `synchronize` latency with 0, 1 and 2 busy readers (group `synchronize`).
+//! `synchronize` latency with 0, 1 and 2 busy readers (group `synchronize`), per call.
 //!
 //! A busy QSBR reader loops `load` + `quiescent_state` (every iteration); a busy read-lock
-//! reader loops `read_lock` + `load`. The measuring thread is not a reader. Besides
-//! criterion's estimate (the median of per-sample means), every call is timed on its own and
-//! the per-call percentiles are written to `synchronize/<id>/percentiles.json`.
+//! reader loops `read_lock` + `load` + unlock; each passes the value through `black_box`, as
+//! liburcu/bench.c's readers do. The measuring thread is not a reader. Every call is timed on
+//! its own, for `RCU_BENCH_SYNC_SECS` seconds (default 2) or 4 M calls per configuration,
+//! whichever ends first (liburcu/bench.c has the same limits), and the row reports p50, p90,
+//! p99, max and how many calls took over 1 ms: criterion's mean would mix the millisecond
+//! stalls into the typical call. The domains keep their default spin budget.
+//!
+//! `cargo bench -p rcu --bench synchronize [-- FILTER]`: rows whose id contains FILTER.
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use rcu::{Rcu, RcuCell};
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
@@ -19,10 +23,11 @@ enum Kind {
     ReadLock,
 }
 
-fn bench_one(c: &mut Criterion, rcu: Rcu, kind: Kind, readers: usize, id: &str) {
+const MAX_CALLS: usize = 4_000_000;
+
+fn bench_one(rcu: Rcu, kind: Kind, readers: usize, id: &str, secs: f64) {
     let cell = RcuCell::new_in(&rcu, Some(7u64));
-    let mut group = c.benchmark_group("synchronize");
-    let mut lat: Vec<u64> = Vec::new();
+    let mut lat: Vec<u64> = Vec::with_capacity(MAX_CALLS);
     common::with_background(
         readers,
         |stop, ready| match kind {
@@ -44,54 +49,50 @@ fn bench_one(c: &mut Criterion, rcu: Rcu, kind: Kind, readers: usize, id: &str) 
             }
         },
         || {
-            group.bench_function(id, |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let t = Instant::now();
-                        rcu.synchronize();
-                        let d = t.elapsed();
-                        total += d;
-                        lat.push(d.as_nanos() as u64);
-                    }
-                    total
-                })
-            });
+            let deadline = Instant::now() + Duration::from_secs_f64(secs);
+            while lat.len() < MAX_CALLS {
+                let t = Instant::now();
+                rcu.synchronize();
+                let e = Instant::now();
+                lat.push((e - t).as_nanos() as u64);
+                if e > deadline {
+                    break;
+                }
+            }
         },
     );
-    group.finish();
-    common::write_percentiles("synchronize", id, &mut lat);
+    let fields = common::latency_fields(&mut lat);
+    common::emit_row(&format!(
+        "{{\"group\": \"synchronize\", \"id\": \"{id}\", {fields}}}"
+    ));
 }
 
-fn bench_synchronize(c: &mut Criterion) {
+fn main() {
+    // `cargo bench` passes `--bench`; anything else that is not a flag filters the rows.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let secs: f64 = std::env::var("RCU_BENCH_SYNC_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    let mut configs: Vec<(String, Kind, usize, bool)> = Vec::new();
     for readers in [0, 1, 2] {
-        bench_one(
-            c,
-            Rcu::new(),
-            Kind::Qsbr,
+        configs.push((format!("qsbr_readers_{readers}"), Kind::Qsbr, readers, true));
+        configs.push((
+            format!("read_lock_membarrier_readers_{readers}"),
+            Kind::ReadLock,
             readers,
-            &format!("qsbr_readers_{readers}"),
-        );
+            true,
+        ));
     }
-    bench_one(
-        c,
-        Rcu::new(),
-        Kind::ReadLock,
-        1,
-        "read_lock_membarrier_readers_1",
-    );
-    bench_one(
-        c,
-        Rcu::builder().membarrier(false).build(),
-        Kind::ReadLock,
-        1,
-        "read_lock_fence_readers_1",
-    );
+    configs.push(("read_lock_fence_readers_1".into(), Kind::ReadLock, 1, false));
+    for (id, kind, readers, membarrier) in configs {
+        if filter.as_deref().is_some_and(|f| !id.contains(f)) {
+            continue;
+        }
+        let rcu = Rcu::builder().membarrier(membarrier).build();
+        if membarrier && kind == Kind::ReadLock && !rcu.uses_membarrier() {
+            eprintln!("warning: membarrier unavailable; {id} uses a fence");
+        }
+        bench_one(rcu, kind, readers, &id, secs);
+    }
 }
-
-criterion_group! {
-    name = benches;
-    config = common::criterion();
-    targets = bench_synchronize
-}
-criterion_main!(benches);

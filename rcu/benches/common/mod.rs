@@ -1,6 +1,7 @@
 //! Shared set-up for the rcu benchmarks: criterion settings for a noisy 2-core machine,
-//! background threads that run while a benchmark measures, and a side file for latency
-//! percentiles that `report.py` picks up.
+//! background threads that run while a benchmark measures, side files next to criterion's
+//! results, and the JSON rows of the benchmarks that do not use criterion (`synchronize`,
+//! `call_rcu`), which `report.py` picks up.
 
 #![allow(dead_code)] // each bench target uses a different subset
 
@@ -86,32 +87,44 @@ pub fn write_side_file(group: &str, id: &str, name: &str, contents: &str) {
     }
 }
 
-/// Percentiles of individually timed operations (in ns), written next to criterion's own
-/// estimates as `<group>/<id>/percentiles.json` and printed.
-pub fn write_percentiles(group: &str, id: &str, samples_ns: &mut [u64]) {
-    if samples_ns.is_empty() {
-        return;
+/// Appends one result row (a JSON object, one line) to the file named by `RCU_BENCH_OUT`
+/// (set by `run.sh`, which merges the rows of our benchmarks and of liburcu's for
+/// `report.py`); without it the row is only printed.
+pub fn emit_row(json: &str) {
+    println!("{json}");
+    if let Some(path) = std::env::var_os("RCU_BENCH_OUT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {path:?}: {e}"));
+        writeln!(f, "{json}").expect("write RCU_BENCH_OUT");
     }
+}
+
+/// Summary of individually timed operations (in ns): p50, p90, p99, max and how many took
+/// over 1 ms, as the fields of a JSON object (without the braces). Sorts `samples_ns`.
+pub fn latency_fields(samples_ns: &mut [u64]) -> String {
+    assert!(!samples_ns.is_empty(), "no samples");
     samples_ns.sort_unstable();
-    let pct = |p: f64| samples_ns[((samples_ns.len() - 1) as f64 * p).round() as usize];
+    let n = samples_ns.len();
+    // The same indices as liburcu/bench.c (n/2, n*9/10, n*99/100).
     let (p50, p90, p99, max) = (
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        samples_ns[samples_ns.len() - 1],
+        samples_ns[n / 2],
+        samples_ns[n * 9 / 10],
+        samples_ns[n * 99 / 100],
+        samples_ns[n - 1],
     );
-    println!(
-        "{group}/{id}: {} timed calls: p50 {:.2} us, p90 {:.2} us, p99 {:.2} us, max {:.2} us",
-        samples_ns.len(),
-        p50 as f64 / 1e3,
-        p90 as f64 / 1e3,
-        p99 as f64 / 1e3,
-        max as f64 / 1e3
-    );
-    let json = format!(
-        "{{\"count\": {}, \"p50_ns\": {p50}, \"p90_ns\": {p90}, \"p99_ns\": {p99}, \
-         \"max_ns\": {max}}}\n",
-        samples_ns.len()
-    );
-    write_side_file(group, id, "percentiles.json", &json);
+    let over = samples_ns.iter().filter(|&&d| d > 1_000_000).count();
+    format!(
+        "\"median_ns\": {p50}, \"p50_ns\": {p50}, \"p90_ns\": {p90}, \"p99_ns\": {p99}, \
+         \"max_ns\": {max}, \"count\": {n}, \"over_1ms\": {over}"
+    )
+}
+
+/// The median of `v` (sorts it).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

@@ -1,11 +1,17 @@
 /*
- * liburcu 0.13 beside the rcu crate: the same measurements as the benches/ files, so that
- * report.py can show liburcu in the same tables. Built twice by run.sh:
+ * liburcu 0.13 beside the rcu crate: the same measurements as the benches/ files, with loops
+ * of the same shape, so that report.py can show liburcu in the same tables. Built twice by
+ * run.sh:
  *   -DFLAVOR_QSBR  (urcu-qsbr.h, -lurcu-qsbr)   and   -DFLAVOR_MEMB  (urcu.h, -lurcu: memb)
  * with _LGPL_SOURCE so that the read-side fast paths are inlined, as a C user would build.
  *
- * Prints one JSON object per line: {"group", "id", "median_ns", "min_ns", "max_ns", ...}
- * with the same group names and (prefixed) ids as the Rust benchmarks.
+ *   bench-<flavour> [all|read|sync|call_rcu|mix]   prints one JSON object per line:
+ *       {"group", "id", "median_ns", "min_ns", "max_ns", ...} with the same group names and
+ *       (prefixed) ids as the Rust benchmarks
+ *   bench-<flavour> callgrind ROW ITERS            runs one read-side loop once (for
+ *       callgrind.sh, which counts its instructions); `callgrind list` prints the rows
+ *
+ * Environment: RCU_BENCH_SYNC_SECS (seconds per synchronize configuration, default 2).
  */
 #define _GNU_SOURCE
 #define _LGPL_SOURCE
@@ -29,6 +35,17 @@
 #define QS_EVERY 16
 #define MAGIC 0x5eedcafef00dd00dULL
 #define POISON 0xdeaddeaddeaddeadULL
+
+/*
+ * Rust's std::hint::black_box(v), spelled out: the value goes to a stack slot whose address
+ * is handed to an empty asm statement with a memory clobber. One store per use; the compiler
+ * can neither drop the load that produced the value nor merge it with another.
+ */
+#define BLACK_BOX(v)                                                                 \
+	do {                                                                         \
+		__typeof__(v) bb_ = (v);                                             \
+		__asm__ __volatile__("" : : "r"(&bb_) : "memory");                   \
+	} while (0)
 
 struct node {
 	uint64_t magic;
@@ -63,8 +80,8 @@ static void emit(const char *group, const char *id, double *v, int n, long eleme
 {
 	qsort(v, n, sizeof(double), cmp_double);
 	printf("{\"group\": \"%s\", \"id\": \"%s\", \"median_ns\": %.4f, \"min_ns\": %.4f, "
-	       "\"max_ns\": %.4f",
-	       group, id, v[n / 2], v[0], v[n - 1]);
+	       "\"max_ns\": %.4f, \"reps\": %d",
+	       group, id, v[n / 2], v[0], v[n - 1], n);
 	if (elements > 0)
 		printf(", \"elements\": %ld", elements);
 	printf("}\n");
@@ -73,58 +90,103 @@ static void emit(const char *group, const char *id, double *v, int n, long eleme
 
 /* ---- read side ------------------------------------------------------------------------ */
 
-enum read_kind { FLOOR, READ, READ_QS1000 };
-
-static uintptr_t sink_global;
-
-static __attribute__((noinline)) uintptr_t reads(enum read_kind kind, uint64_t iters)
+/*
+ * The measured loops, of the same shape as rcu/benches/read_side.rs's `loops`: one read-side
+ * section and one pointer load per iteration, the value through BLACK_BOX.
+ */
+/*
+ * The counters count down, as LLVM's loops do (a decrement and a branch; GCC would otherwise
+ * count up and compare: one instruction more per iteration than the Rust loops).
+ */
+static __attribute__((noinline)) void loop_floor(uint64_t iters)
 {
-	uintptr_t sink = 0;
-	uint64_t i, j;
+	uint64_t i;
 
-	switch (kind) {
-	case FLOOR:
-		for (i = 0; i < iters; i++)
-			sink ^= (uintptr_t)__atomic_load_n(&gptr, __ATOMIC_ACQUIRE);
-		break;
-	case READ:
-	case READ_QS1000: {
-		uint64_t every = kind == READ ? QS_EVERY : 1000;
-		for (i = 0; i < iters; i += every) {
-			for (j = 0; j < every; j++) {
-				rcu_read_lock();
-				sink ^= (uintptr_t)rcu_dereference(gptr);
-				rcu_read_unlock();
-			}
-#ifdef FLAVOR_QSBR
-			rcu_quiescent_state();
-#endif
-		}
-		break;
+	for (i = iters; i != 0; i--) {
+		struct node *p = __atomic_load_n(&gptr, __ATOMIC_ACQUIRE);
+		BLACK_BOX(p);
 	}
-	}
-	return sink;
 }
 
-struct bg_arg {
-	enum read_kind kind;
+/* chunks x (every x (read_lock, load, unlock), then a quiescent state (QSBR)). */
+static __attribute__((noinline)) void loop_read(uint64_t every, uint64_t chunks)
+{
+	uint64_t i, j;
+
+	for (i = chunks; i != 0; i--) {
+		for (j = every; j != 0; j--) {
+			rcu_read_lock();
+			struct node *p = rcu_dereference(gptr);
+			BLACK_BOX(p);
+			rcu_read_unlock();
+		}
+#ifdef FLAVOR_QSBR
+		rcu_quiescent_state();
+#endif
+	}
+}
+
+/* read_lock, load, unlock: the flat loop of read_side.rs's `read_lock`. */
+static __attribute__((noinline)) void loop_lock(uint64_t iters)
+{
+	uint64_t i;
+
+	for (i = iters; i != 0; i--) {
+		rcu_read_lock();
+		struct node *p = rcu_dereference(gptr);
+		BLACK_BOX(p);
+		rcu_read_unlock();
+	}
+}
+
+struct read_row {
+	const char *id;
+	int every; /* 0: floor; -1: flat read_lock loop */
 };
+
+static const struct read_row read_rows[] = {
+#ifdef FLAVOR_QSBR
+	{ "liburcu_floor", 0 },
+	{ "liburcu_qsbr_qs_every_1", 1 },
+	{ "liburcu_qsbr_qs_every_16", 16 },
+	{ "liburcu_qsbr_qs_every_1000", 1000 },
+#else
+	{ "liburcu_memb_read_lock", -1 },
+#endif
+};
+#define N_READ_ROWS (sizeof(read_rows) / sizeof(read_rows[0]))
+
+/* Runs `iters` iterations of a row (QSBR: rounded up to whole chunks); returns the count run. */
+static uint64_t run_row(const struct read_row *row, uint64_t iters)
+{
+	if (row->every == 0) {
+		loop_floor(iters);
+		return iters;
+	}
+	if (row->every < 0) {
+		loop_lock(iters);
+		return iters;
+	}
+	uint64_t chunks = (iters + row->every - 1) / row->every;
+	loop_read(row->every, chunks);
+	return chunks * row->every;
+}
 
 static void *bg_reader(void *p)
 {
-	struct bg_arg *a = p;
+	const struct read_row *row = p;
+
 	rcu_register_thread();
 	__atomic_add_fetch(&bg_ready, 1, __ATOMIC_SEQ_CST);
 	while (!stop_bg)
-		sink_global ^= reads(a->kind, 16000);
+		run_row(row, 16000);
 	rcu_unregister_thread();
 	return NULL;
 }
 
-static void bench_read(const char *group, const char *id, enum read_kind kind, int threads)
+static void bench_read(const char *group, const struct read_row *row, int threads)
 {
 	pthread_t bg;
-	struct bg_arg arg = { kind };
 	double v[REPS];
 	uint64_t iters = 50 * 1000 * 1000;
 	int r;
@@ -132,36 +194,78 @@ static void bench_read(const char *group, const char *id, enum read_kind kind, i
 	stop_bg = 0;
 	bg_ready = 0;
 	if (threads == 2) {
-		pthread_create(&bg, NULL, bg_reader, &arg);
+		pthread_create(&bg, NULL, bg_reader, (void *)row);
 		while (!__atomic_load_n(&bg_ready, __ATOMIC_SEQ_CST))
 			;
 	}
 	rcu_register_thread();
-	sink_global ^= reads(kind, iters / 10); /* warm-up */
+	run_row(row, iters / 10); /* warm-up */
 	for (r = 0; r < REPS; r++) {
 		uint64_t t = now_ns();
-		sink_global ^= reads(kind, iters);
-		v[r] = (double)(now_ns() - t) / iters;
+		uint64_t done = run_row(row, iters);
+		v[r] = (double)(now_ns() - t) / done;
 	}
 	rcu_unregister_thread();
 	if (threads == 2) {
 		stop_bg = 1;
 		pthread_join(bg, NULL);
 	}
-	emit(group, id, v, REPS, 0);
+	emit(group, row->id, v, REPS, 0);
+}
+
+static int callgrind_mode(int argc, char **argv)
+{
+	const char *want = argc > 2 ? argv[2] : "list";
+	unsigned i;
+
+	for (i = 0; i < N_READ_ROWS; i++) {
+		if (!strcmp(want, "list")) {
+			printf("%s\n", read_rows[i].id);
+			continue;
+		}
+		if (strcmp(want, read_rows[i].id))
+			continue;
+		if (argc < 4) {
+			fprintf(stderr, "usage: %s callgrind ROW ITERS\n", argv[0]);
+			return 2;
+		}
+		rcu_register_thread();
+		run_row(&read_rows[i], 1000); /* warm-up, outside the N vs 2N difference */
+		run_row(&read_rows[i], strtoull(argv[3], NULL, 10));
+		rcu_unregister_thread();
+		return 0;
+	}
+	if (strcmp(want, "list")) {
+		fprintf(stderr, "unknown row %s\n", want);
+		return 2;
+	}
+	return 0;
 }
 
 /* ---- synchronize latency --------------------------------------------------------------- */
 
+/*
+ * A busy reader: read_lock, load, unlock, and (QSBR) a quiescent state every `every` reads;
+ * what the Rust benches' background readers do.
+ */
+struct busy_arg {
+	uint64_t every;
+};
+
 static void *busy_reader(void *p)
 {
-	(void)p;
+	struct busy_arg *a = p;
+	uint64_t j;
+
 	rcu_register_thread();
 	__atomic_add_fetch(&bg_ready, 1, __ATOMIC_SEQ_CST);
 	while (!stop_bg) {
-		rcu_read_lock();
-		sink_global ^= (uintptr_t)rcu_dereference(gptr);
-		rcu_read_unlock();
+		for (j = 0; j < a->every; j++) {
+			rcu_read_lock();
+			struct node *nd = rcu_dereference(gptr);
+			BLACK_BOX(nd);
+			rcu_read_unlock();
+		}
 #ifdef FLAVOR_QSBR
 		rcu_quiescent_state();
 #endif
@@ -170,22 +274,39 @@ static void *busy_reader(void *p)
 	return NULL;
 }
 
-static void bench_synchronize(int readers)
+static void start_readers(pthread_t *th, int n, struct busy_arg *arg)
 {
-	pthread_t th[2];
-	static uint64_t lat[2000000];
-	uint64_t n = 0, deadline;
-	double med[1];
-	char id[64];
 	int i;
 
 	stop_bg = 0;
 	bg_ready = 0;
-	for (i = 0; i < readers; i++)
-		pthread_create(&th[i], NULL, busy_reader, NULL);
-	while (__atomic_load_n(&bg_ready, __ATOMIC_SEQ_CST) < readers)
+	for (i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, busy_reader, arg);
+	while (__atomic_load_n(&bg_ready, __ATOMIC_SEQ_CST) < n)
 		;
-	deadline = now_ns() + 3000000000ull;
+}
+
+static void stop_readers(pthread_t *th, int n)
+{
+	int i;
+
+	stop_bg = 1;
+	for (i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+}
+
+static void bench_synchronize(int readers)
+{
+	pthread_t th[2];
+	struct busy_arg arg = { 1 }; /* a quiescent state (QSBR) after every read */
+	static uint64_t lat[4000000];
+	uint64_t n = 0, over = 0, deadline, i;
+	const char *env = getenv("RCU_BENCH_SYNC_SECS");
+	double secs = env ? atof(env) : 2.0;
+	char id[64];
+
+	start_readers(th, readers, &arg);
+	deadline = now_ns() + (uint64_t)(secs * 1e9);
 	while (n < sizeof(lat) / sizeof(lat[0])) {
 		uint64_t t = now_ns();
 		synchronize_rcu();
@@ -194,22 +315,22 @@ static void bench_synchronize(int readers)
 		if (e > deadline)
 			break;
 	}
-	stop_bg = 1;
-	for (i = 0; i < readers; i++)
-		pthread_join(th[i], NULL);
+	stop_readers(th, readers);
+	for (i = 0; i < n; i++)
+		over += lat[i] > 1000000;
 	qsort(lat, n, sizeof(uint64_t), cmp_u64);
 	snprintf(id, sizeof(id), "liburcu_%s_readers_%d", FLAVOR, readers);
-	med[0] = (double)lat[n / 2];
-	printf("{\"group\": \"synchronize\", \"id\": \"%s\", \"median_ns\": %.1f, \"min_ns\": %.1f, "
-	       "\"max_ns\": %.1f, \"p50_ns\": %lu, \"p90_ns\": %lu, \"p99_ns\": %lu, \"count\": %lu}\n",
-	       id, med[0], (double)lat[0], (double)lat[n - 1], (unsigned long)lat[n / 2],
-	       (unsigned long)lat[n * 9 / 10], (unsigned long)lat[n * 99 / 100], (unsigned long)n);
+	printf("{\"group\": \"synchronize\", \"id\": \"%s\", \"median_ns\": %lu, \"p50_ns\": %lu, "
+	       "\"p90_ns\": %lu, \"p99_ns\": %lu, \"max_ns\": %lu, \"count\": %lu, "
+	       "\"over_1ms\": %lu}\n",
+	       id, (unsigned long)lat[n / 2], (unsigned long)lat[n / 2],
+	       (unsigned long)lat[n * 9 / 10], (unsigned long)lat[n * 99 / 100],
+	       (unsigned long)lat[n - 1], (unsigned long)n, (unsigned long)over);
 	fflush(stdout);
 }
 
 /* ---- call_rcu throughput --------------------------------------------------------------- */
 
-#define K 20000
 static uint64_t ran;
 
 static void free_node(struct rcu_head *h)
@@ -220,27 +341,27 @@ static void free_node(struct rcu_head *h)
 	__atomic_add_fetch(&ran, 1, __ATOMIC_RELAXED);
 }
 
-static void bench_call_rcu(void)
+/* `reps` batches of `k` callbacks (after `warm` unrecorded ones), each call_rcu x k then
+ * rcu_barrier, with one busy reader (QSBR: a quiescent state every QS_EVERY reads, as in
+ * call_rcu.rs). */
+static void bench_call_rcu(long k, int warm, int reps)
 {
 	pthread_t th;
-	double v[REPS];
+	struct busy_arg arg = { QS_EVERY };
+	double v[64];
 	int r;
-	uint64_t i;
+	long i;
 	char id[64];
 
-	stop_bg = 0;
-	bg_ready = 0;
-	pthread_create(&th, NULL, busy_reader, NULL);
-	while (!__atomic_load_n(&bg_ready, __ATOMIC_SEQ_CST))
-		;
+	start_readers(&th, 1, &arg);
 	rcu_register_thread();
 #ifdef FLAVOR_QSBR
 	rcu_thread_offline(); /* rcu_barrier() must not be called online */
 #endif
-	for (r = -2; r < REPS; r++) {
+	for (r = -warm; r < reps; r++) {
 		uint64_t before = __atomic_load_n(&ran, __ATOMIC_RELAXED);
 		uint64_t t = now_ns();
-		for (i = 0; i < K; i++) {
+		for (i = 0; i < k; i++) {
 			struct node *nd = malloc(sizeof(*nd));
 			nd->magic = MAGIC;
 			nd->seq = i;
@@ -248,7 +369,7 @@ static void bench_call_rcu(void)
 		}
 		rcu_barrier();
 		uint64_t e = now_ns();
-		if (__atomic_load_n(&ran, __ATOMIC_RELAXED) - before != K) {
+		if (__atomic_load_n(&ran, __ATOMIC_RELAXED) - before != (uint64_t)k) {
 			fprintf(stderr, "rcu_barrier returned early\n");
 			exit(1);
 		}
@@ -259,15 +380,18 @@ static void bench_call_rcu(void)
 	rcu_thread_online();
 #endif
 	rcu_unregister_thread();
-	stop_bg = 1;
-	pthread_join(th, NULL);
+	stop_readers(&th, 1);
 	snprintf(id, sizeof(id), "liburcu_%s_call_rcu", FLAVOR);
-	emit("call_rcu", id, v, REPS, K);
+	qsort(v, reps, sizeof(double), cmp_double);
+	printf("{\"group\": \"call_rcu\", \"id\": \"%s\", \"batch\": %ld, \"median_ns\": %.0f, "
+	       "\"min_ns\": %.0f, \"max_ns\": %.0f, \"reps\": %d, \"elements\": %ld}\n",
+	       id, k, v[reps / 2], v[0], v[reps - 1], reps, k);
+	fflush(stdout);
 }
 
 /* ---- update-heavy mix ------------------------------------------------------------------ */
 
-static volatile uint64_t mix_reads;
+static uint64_t sink_global;
 
 static uint64_t checked_reads(uint64_t iters)
 {
@@ -382,40 +506,32 @@ static void bench_mix(void)
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : "all";
-#ifdef FLAVOR_QSBR
-	char id[64];
-#endif
+	unsigned i;
+	int n;
 
 	gptr = malloc(sizeof(*gptr));
 	gptr->magic = MAGIC;
 	gptr->seq = 0;
 
+	if (!strcmp(only, "callgrind"))
+		return callgrind_mode(argc, argv);
 	if (!strcmp(only, "all") || !strcmp(only, "read")) {
-		int t;
-		for (t = 1; t <= 2; t++) {
-			const char *group = t == 1 ? "read_side_1t" : "read_side_2t";
-#ifdef FLAVOR_QSBR
-			bench_read(group, "liburcu_floor", FLOOR, t);
-			snprintf(id, sizeof(id), "liburcu_qsbr_qs_every_%d", QS_EVERY);
-			bench_read(group, id, READ, t);
-			bench_read(group, "liburcu_qsbr_qs_every_1000", READ_QS1000, t);
-#else
-			bench_read(group, "liburcu_memb_read_lock", READ, t);
-#endif
+		for (n = 1; n <= 2; n++) {
+			const char *group = n == 1 ? "read_side_1t" : "read_side_2t";
+			for (i = 0; i < N_READ_ROWS; i++) {
+				if (n == 2 && read_rows[i].every == 1)
+					continue;
+				bench_read(group, &read_rows[i], n);
+			}
 		}
 	}
-	if (!strcmp(only, "all") || !strcmp(only, "sync")) {
-		int n;
-		for (n = 0; n <= 2; n++) {
-#ifdef FLAVOR_MEMB
-			if (n != 1)
-				continue;
-#endif
+	if (!strcmp(only, "all") || !strcmp(only, "sync"))
+		for (n = 0; n <= 2; n++)
 			bench_synchronize(n);
-		}
+	if (!strcmp(only, "all") || !strcmp(only, "call_rcu")) {
+		bench_call_rcu(20000, 3, 21);
+		bench_call_rcu(1000000, 1, 7);
 	}
-	if (!strcmp(only, "all") || !strcmp(only, "call_rcu"))
-		bench_call_rcu();
 	if (!strcmp(only, "all") || !strcmp(only, "mix"))
 		bench_mix();
 	return 0;

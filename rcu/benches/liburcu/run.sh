@@ -1,7 +1,8 @@
 #!/bin/sh
-# Builds and runs the liburcu reference benchmark (QSBR and memb flavours) and writes
-# <target>/liburcu/results.json, which report.py merges into its tables.
-#   rcu/benches/liburcu/run.sh [all|read|sync|call_rcu|mix]
+# Builds the liburcu reference benchmark (QSBR and memb flavours) into <target>/liburcu/ and
+# runs it; prints one JSON row per line (rcu/benches/run.sh collects them for report.py).
+#   rcu/benches/liburcu/run.sh [all|read|sync|call_rcu|mix]   build, then run both flavours
+#   rcu/benches/liburcu/run.sh build                          build only
 # Needs gcc and liburcu-dev (Debian: apt-get install -y liburcu-dev).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,12 +14,9 @@ for flavor in qsbr memb; do
     lib=urcu-$flavor
     [ "$flavor" = memb ] && lib=urcu
     upper=$(echo "$flavor" | tr a-z A-Z)
-    gcc -O2 -Wall -Wextra -DFLAVOR_"$upper" -o "$out/bench-$flavor" "$here/bench.c" \
+    gcc -O2 -Wall -Wextra -Werror -DFLAVOR_"$upper" -o "$out/bench-$flavor" "$here/bench.c" \
         -l"$lib" -lpthread
 done
-{
-    "$out/bench-qsbr" "$what"
-    "$out/bench-memb" "$what"
-} > "$out/results.jsonl"
-python3 -c 'import json,sys; rows=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; json.dump(rows, open(sys.argv[2], "w"), indent=1); print(f"{len(rows)} liburcu results -> {sys.argv[2]}")' \
-    "$out/results.jsonl" "$out/results.json"
+[ "$what" = build ] && exit 0
+"$out/bench-qsbr" "$what"
+"$out/bench-memb" "$what"
