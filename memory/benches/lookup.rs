@@ -8,10 +8,23 @@
 //!
 //! - `floor-bsearch`: unsynchronized binary search over a plain slice (the floor);
 //! - `floor-mru`: the same with a local MRU index checked first (the floor for a hint);
-//! - `rcu-qsbr`: `RamList::host_addr` from a QSBR thread with its own `MruHint`
-//!   (quiescent state every 256 lookups), what a vCPU does;
-//! - `rcu-guard`: the same with a `read_lock()` guard per lookup (non-vCPU readers);
-//! - `rcu-shared-hint`: one MRU index shared by all readers (QEMU's `mru_block`);
+//! - `floor-snapshot`: the RCU design's own lookup (`RamSnapshot::host_addr` with an
+//!   `MruHint`) through a plain `&RamSnapshot` taken once and never updated: no RCU proof,
+//!   no load of the published pointer, no lock. The physical floor of `rcu-qsbr`: the same
+//!   data and the same out-of-line loop ([`interval`], 256 lookups a call), with nothing
+//!   around the call. Benchmark-only (this file's code, not the crate's API): it would miss
+//!   every update, so it is run without a writer;
+//! - `rcu-qsbr`: what a vCPU does: a QSBR thread with its own `MruHint` makes a
+//!   `RamReader` (`RamList::reader`: proof checked and snapshot loaded once) per
+//!   quiescent-state interval and runs [`interval`] on its snapshot; quiescent state every
+//!   256 lookups;
+//! - `rcu-qsbr-checked`: the same loop through `RamList::host_addr(&me, ..)`, which checks
+//!   the proof and loads the current snapshot on every lookup (what `rcu-qsbr` did before
+//!   `RamList::reader`);
+//! - `rcu-guard`: `RamList::host_addr` with a `read_lock()` guard per lookup (non-vCPU
+//!   readers);
+//! - `rcu-shared-hint`: one MRU index shared by all readers (QEMU's `mru_block`), through a
+//!   `RamReader` per interval as `rcu-qsbr`;
 //! - `mutex-walk`: a `std::sync::Mutex` around a linear walk (QEMU before RCU);
 //! - `rwlock-bsearch`: a parking_lot `RwLock` read lock plus binary search;
 //! - `vm-memory-atomic`: `GuestMemoryAtomic::memory()` + `get_host_address`.
@@ -24,16 +37,26 @@
 //!
 //! Results: `cargo run --release -p memory --example lookup_report` reads
 //! `target/criterion/lookup-*` and writes `memory/benches/lookup.md` and `lookup.svg`.
+//!
+//! # RCU against its floor, paired
+//!
+//! `LOOKUP_FLOOR=1 cargo bench -p memory --bench lookup` runs instead a paired comparison of
+//! `floor-snapshot`, `rcu-qsbr` and `rcu-qsbr-checked` for every scenario without a writer:
+//! rounds of one batch of each (2^20 lookups, the order rotating every round), so that the
+//! machine's noise, which drifts over seconds, hits the three alike; per round the ratio of
+//! the floor's time to RCU's is RCU's lookup rate relative to the floor. It prints medians
+//! and writes them to `target/criterion/lookup_floor.txt` for the report
+//! (`LOOKUP_FLOOR_ROUNDS`, default 61, sets the rounds).
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use memory::{BlockFlags, MruHint, RamBlock, RamList};
+use criterion::{criterion_group, Criterion};
+use memory::{BlockFlags, MruHint, RamBlock, RamList, RamSnapshot};
 use parking_lot::RwLock;
 
 // The integration tests' generator (state given directly: the streams stay as they were).
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::Rng;
-use rcu::Rcu;
+use rcu::{QsbrThread, Rcu};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -115,11 +138,61 @@ fn host_of(t: &[Entry], i: usize, gpa: u64) -> usize {
     })
 }
 
+/// The lookups of one quiescent-state interval of `floor-snapshot` and `rcu-qsbr`: one
+/// function, out of line, so that both run the very same machine code per lookup and differ
+/// only in what surrounds the call (nothing for the floor; `RamList::reader` and
+/// `quiescent_state` for RCU). Inlined, LLVM shapes each loop its own way (register
+/// allocation, which loads it hoists), which moved either one by up to 25% from build to build.
+#[inline(never)]
+fn interval(
+    snap: &RamSnapshot,
+    hint: &mut MruHint,
+    addrs: &[u64; ADDRS],
+    range: std::ops::Range<usize>,
+) -> usize {
+    // A local copy: through `hint` itself LLVM would store the hint's counters on every
+    // lookup (it may not sink stores to memory another thread might see).
+    let mut local = *hint;
+    let mut sink = 0usize;
+    for i in range {
+        if let Some(h) = snap.host_addr(&mut local, addrs[i & (ADDRS - 1)]) {
+            sink = sink.wrapping_add(h as usize);
+        }
+    }
+    *hint = local;
+    sink
+}
+
+/// `rcu-qsbr-checked`'s interval: the same loop through `RamList::host_addr(&me, ..)`, which
+/// checks the proof and loads the current snapshot on every lookup.
+#[inline(never)]
+fn interval_checked(
+    ram: &RamList,
+    me: &QsbrThread,
+    hint: &mut MruHint,
+    addrs: &[u64; ADDRS],
+    range: std::ops::Range<usize>,
+) -> usize {
+    // A local copy: through `hint` itself LLVM would store the hint's counters on every
+    // lookup (it may not sink stores to memory another thread might see).
+    let mut local = *hint;
+    let mut sink = 0usize;
+    for i in range {
+        if let Some(h) = ram.host_addr(me, &mut local, addrs[i & (ADDRS - 1)]) {
+            sink = sink.wrapping_add(h as usize);
+        }
+    }
+    *hint = local;
+    sink
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
     FloorBsearch,
     FloorMru,
+    FloorSnapshot,
     RcuQsbr,
+    RcuQsbrChecked,
     RcuGuard,
     RcuSharedHint,
     MutexWalk,
@@ -127,10 +200,12 @@ enum Variant {
     VmMemoryAtomic,
 }
 
-const ALL: [Variant; 8] = [
+const ALL: [Variant; 10] = [
     Variant::FloorBsearch,
     Variant::FloorMru,
+    Variant::FloorSnapshot,
     Variant::RcuQsbr,
+    Variant::RcuQsbrChecked,
     Variant::RcuGuard,
     Variant::RcuSharedHint,
     Variant::MutexWalk,
@@ -143,7 +218,9 @@ impl Variant {
         match self {
             Variant::FloorBsearch => "floor-bsearch",
             Variant::FloorMru => "floor-mru",
+            Variant::FloorSnapshot => "floor-snapshot",
             Variant::RcuQsbr => "rcu-qsbr",
+            Variant::RcuQsbrChecked => "rcu-qsbr-checked",
             Variant::RcuGuard => "rcu-guard",
             Variant::RcuSharedHint => "rcu-shared-hint",
             Variant::MutexWalk => "mutex-walk",
@@ -153,7 +230,10 @@ impl Variant {
     }
 
     fn synchronized(self) -> bool {
-        !matches!(self, Variant::FloorBsearch | Variant::FloorMru)
+        !matches!(
+            self,
+            Variant::FloorBsearch | Variant::FloorMru | Variant::FloorSnapshot
+        )
     }
 }
 
@@ -201,6 +281,9 @@ struct Setup {
     nblocks: usize,
     rcu: Rcu,
     ram: RamList,
+    /// `floor-snapshot`'s snapshot of `ram`: taken once, never updated (it holds its blocks,
+    /// so their memory stays mapped whatever the writer does).
+    floor: Arc<RamSnapshot>,
     table: Vec<Entry>,
     mutex: Mutex<Vec<Entry>>,
     rwlock: RwLock<Vec<Entry>>,
@@ -246,6 +329,7 @@ impl Setup {
         Setup {
             nblocks,
             rcu,
+            floor: ram.snapshot_owned(),
             ram,
             mutex: Mutex::new(table.clone()),
             rwlock: RwLock::new(table.clone()),
@@ -258,7 +342,10 @@ impl Setup {
     /// Replaces block `i` in the structure `v` uses (one writer operation).
     fn replace(&self, v: Variant, i: usize, gen: u64) {
         match v {
-            Variant::RcuQsbr | Variant::RcuGuard | Variant::RcuSharedHint => {
+            Variant::RcuQsbr
+            | Variant::RcuQsbrChecked
+            | Variant::RcuGuard
+            | Variant::RcuSharedHint => {
                 let old = self
                     .ram
                     .snapshot_owned()
@@ -293,7 +380,9 @@ impl Setup {
                 let m = m.insert_region(Arc::new(r)).unwrap();
                 self.gma.lock().unwrap().replace(m);
             }
-            Variant::FloorBsearch | Variant::FloorMru => unreachable!("unsynchronized"),
+            Variant::FloorBsearch | Variant::FloorMru | Variant::FloorSnapshot => {
+                unreachable!("unsynchronized")
+            }
         }
     }
 
@@ -334,6 +423,21 @@ impl Setup {
                 }
                 start.elapsed()
             }
+            Variant::FloorSnapshot => {
+                // A plain pointer, read as is: no proof, no published-pointer load, no lock.
+                let snap: &RamSnapshot = black_box(&self.floor);
+                let mut hint = MruHint::new();
+                let start = CpuClock::now();
+                let mut i = 0;
+                while i < iters {
+                    let end = (i + QS_EVERY).min(iters);
+                    sink = sink.wrapping_add(interval(snap, &mut hint, addrs, i..end));
+                    i = end;
+                }
+                let e = start.elapsed();
+                black_box(hint);
+                e
+            }
             Variant::RcuQsbr => {
                 let mut me = self.rcu.register_qsbr();
                 let mut hint = MruHint::new();
@@ -341,14 +445,33 @@ impl Setup {
                 let mut i = 0;
                 while i < iters {
                     let end = (i + QS_EVERY).min(iters);
-                    while i < end {
-                        let gpa = addrs[i & mask];
-                        if let Some(h) = self.ram.host_addr(&me, &mut hint, gpa) {
-                            sink = sink.wrapping_add(h as usize);
-                        }
-                        i += 1;
-                    }
+                    // Proof checked and snapshot loaded once per quiescent-state interval;
+                    // `RamReader::host_addr` is `RamSnapshot::host_addr` on that snapshot.
+                    let ram = self.ram.reader(&me);
+                    sink = sink.wrapping_add(interval(ram.snapshot(), &mut hint, addrs, i..end));
                     me.quiescent_state();
+                    i = end;
+                }
+                let e = start.elapsed();
+                black_box(hint);
+                e
+            }
+            Variant::RcuQsbrChecked => {
+                let mut me = self.rcu.register_qsbr();
+                let mut hint = MruHint::new();
+                let start = CpuClock::now();
+                let mut i = 0;
+                while i < iters {
+                    let end = (i + QS_EVERY).min(iters);
+                    sink = sink.wrapping_add(interval_checked(
+                        &self.ram,
+                        &me,
+                        &mut hint,
+                        addrs,
+                        i..end,
+                    ));
+                    me.quiescent_state();
+                    i = end;
                 }
                 let e = start.elapsed();
                 black_box(hint);
@@ -372,9 +495,10 @@ impl Setup {
                 let mut i = 0;
                 while i < iters {
                     let end = (i + QS_EVERY).min(iters);
+                    let ram = self.ram.reader(&me);
                     while i < end {
                         let gpa = addrs[i & mask];
-                        if let Some(h) = self.ram.host_addr_shared_hint(&me, gpa) {
+                        if let Some(h) = ram.host_addr_shared_hint(gpa) {
                             sink = sink.wrapping_add(h as usize);
                         }
                         i += 1;
@@ -634,4 +758,147 @@ criterion_group! {
     config = config();
     targets = bench_lookup
 }
-criterion_main!(benches);
+
+/// Lookups per batch of the paired comparison.
+const PAIR_BATCH: u64 = 1 << 20;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The paired comparison of RCU with its floor (see the module docs).
+fn floor_pairs() {
+    const VS: [Variant; 3] = [
+        Variant::FloorSnapshot,
+        Variant::RcuQsbr,
+        Variant::RcuQsbrChecked,
+    ];
+    let rounds: usize = std::env::var("LOOKUP_FLOOR_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(61);
+    let mut setups: Vec<Arc<Setup>> = Vec::new();
+    let mut out = String::new();
+    println!(
+        "RCU against its floor: {rounds} rounds of {PAIR_BATCH} lookups per variant, rotating; \
+         median ns per lookup (CPU time of the measuring thread)\n"
+    );
+    println!(
+        "| scenario | floor-snapshot | rcu-qsbr | rcu-qsbr-checked | RCU / floor (rate) \
+         [q1, q3] | checked / floor | CPU share |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for sc in scenarios().into_iter().filter(|s| !s.writer) {
+        let setup = match setups.iter().find(|s| s.nblocks == sc.nblocks) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(Setup::new(sc.nblocks));
+                setups.push(s.clone());
+                s
+            }
+        };
+        let addrs = addresses(sc.pattern, sc.nblocks, 0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        // The second reader: the same rotation, on its own CPU and address stream.
+        let bg: Vec<_> = (1..sc.threads)
+            .map(|t| {
+                let (setup, stop) = (setup.clone(), stop.clone());
+                let addrs = addresses(sc.pattern, sc.nblocks, t);
+                thread::spawn(move || {
+                    pin_to(&[t]);
+                    let mut cpu = Duration::ZERO;
+                    let mut k = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        cpu += setup.run(VS[k % VS.len()], &addrs, PAIR_BATCH);
+                        k += 1;
+                    }
+                    cpu
+                })
+            })
+            .collect();
+        if sc.threads > 1 {
+            pin_to(&[0]);
+            thread::sleep(Duration::from_millis(20));
+        }
+        let cpu0 = CpuClock::now();
+        // Warm-up (caches, hint, frequency): one batch each, not counted.
+        for v in VS {
+            setup.run(v, &addrs, PAIR_BATCH);
+        }
+        let mut ns: [Vec<f64>; 3] = Default::default();
+        let (mut ratio, mut ratio_checked) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let mut t = [0.0; 3];
+            for k in 0..VS.len() {
+                let j = (r + k) % VS.len();
+                t[j] = setup.run(VS[j], &addrs, PAIR_BATCH).as_secs_f64() * 1e9 / PAIR_BATCH as f64;
+                ns[j].push(t[j]);
+            }
+            ratio.push(t[0] / t[1]);
+            ratio_checked.push(t[0] / t[2]);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let main_share = cpu0.elapsed().as_secs_f64() / wall;
+        stop.store(true, Ordering::Relaxed);
+        let bg_share: Vec<f64> = bg
+            .into_iter()
+            .map(|h| h.join().unwrap().as_secs_f64() / wall)
+            .collect();
+        pin_to(&[]);
+        let [f, q, c] = ns.map(|mut v| median(&mut v));
+        let (lo, hi) = (quantile(&mut ratio, 0.25), quantile(&mut ratio, 0.75));
+        let (rm, rcm) = (median(&mut ratio), median(&mut ratio_checked));
+        let name = sc.name();
+        let name = name.trim_start_matches("lookup-");
+        let share = match bg_share.first() {
+            Some(b) => format!("{:.0}%/{:.0}%", main_share * 100.0, b * 100.0),
+            None => format!("{:.0}%", main_share * 100.0),
+        };
+        println!(
+            "| {name} | {f:.2} | {q:.2} | {c:.2} | {rm:.3} [{lo:.3}, {hi:.3}] | {rcm:.3} | \
+             {share} |"
+        );
+        out += &format!(
+            "scenario={name} floor_ns={f:.4} rcu_ns={q:.4} checked_ns={c:.4} ratio={rm:.4} \
+             ratio_q1={lo:.4} ratio_q3={hi:.4} checked_ratio={rcm:.4} rounds={rounds} \
+             main_share={main_share:.3}{}\n",
+            bg_share
+                .first()
+                .map_or(String::new(), |b| format!(" bg_share={b:.3}"))
+        );
+        setup.rcu.rcu_barrier();
+    }
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("criterion");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let f = dir.join("lookup_floor.txt");
+        match std::fs::write(&f, out) {
+            Ok(()) => eprintln!("wrote {}", f.display()),
+            Err(e) => eprintln!("could not write {}: {e}", f.display()),
+        }
+    }
+}
+
+fn main() {
+    if std::env::var_os("LOOKUP_FLOOR").is_some() {
+        floor_pairs();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

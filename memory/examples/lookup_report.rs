@@ -3,22 +3,26 @@
 //!
 //! ```text
 //! cargo bench -p memory --bench lookup
+//! LOOKUP_FLOOR=1 cargo bench -p memory --bench lookup     # RCU against its floor, paired
 //! cargo run --release -p memory --example lookup_report [CRITERION_DIR]
 //! ```
 //!
 //! Reads `<CRITERION_DIR>/lookup-*/<variant>/new/estimates.json` (default: the workspace's
-//! `target/criterion`), uses each benchmark's median, and writes `memory/benches/lookup.md`
-//! and `memory/benches/lookup.svg` (and prints the markdown).
+//! `target/criterion`), uses each benchmark's median, and `<CRITERION_DIR>/lookup_floor.txt`
+//! (the paired comparison), and writes `memory/benches/lookup.md` and
+//! `memory/benches/lookup.svg` (and prints the markdown).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const VARIANTS: [&str; 8] = [
+const VARIANTS: [&str; 10] = [
     "floor-bsearch",
     "floor-mru",
+    "floor-snapshot",
     "rcu-qsbr",
+    "rcu-qsbr-checked",
     "rcu-guard",
     "rcu-shared-hint",
     "mutex-walk",
@@ -26,8 +30,9 @@ const VARIANTS: [&str; 8] = [
     "vm-memory-atomic",
 ];
 
-const COLORS: [&str; 8] = [
-    "#9e9e9e", "#616161", "#1b5e20", "#66bb6a", "#f9a825", "#c62828", "#6a1b9a", "#1565c0",
+const COLORS: [&str; 10] = [
+    "#9e9e9e", "#616161", "#263238", "#1b5e20", "#2e7d32", "#66bb6a", "#f9a825", "#c62828",
+    "#6a1b9a", "#1565c0",
 ];
 
 /// scenario -> variant -> median ns
@@ -84,6 +89,103 @@ fn read(dir: &Path) -> (Results, Extras) {
         }
     }
     (out, extras)
+}
+
+/// One line of `lookup_floor.txt` (the paired comparison): key -> value.
+type FloorRow = BTreeMap<String, String>;
+
+fn read_floor(dir: &Path) -> Vec<FloorRow> {
+    fs::read_to_string(dir.join("lookup_floor.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<FloorRow>()
+        })
+        .filter(|r| r.contains_key("scenario"))
+        .collect()
+}
+
+/// The paired comparison of `rcu-qsbr` with `floor-snapshot`, and its target.
+fn floor_section(rows: &[FloorRow]) -> String {
+    let mut md = String::new();
+    if rows.is_empty() {
+        return md;
+    }
+    let f = |r: &FloorRow, k: &str| r.get(k).and_then(|v| v.parse::<f64>().ok());
+    let rounds = rows[0].get("rounds").map_or("?", |r| r.as_str());
+    let _ = writeln!(
+        md,
+        "\n### RCU against its floor (paired, no writer)\n\n\
+         `LOOKUP_FLOOR=1 cargo bench -p memory --bench lookup`: {rounds} rounds of 2^20 \
+         lookups of each variant, the order rotating every round; medians of ns per lookup, \
+         and of the per-round ratio floor time / RCU time, which is RCU's lookup rate over the \
+         floor's ([q1, q3] of the rounds). `floor-snapshot` is the same lookup code through a \
+         plain `&RamSnapshot` taken once and never updated (no RCU, no lock); `rcu-qsbr` is a \
+         vCPU's path, one `RamReader` per quiescent-state interval of 256 lookups; \
+         `rcu-qsbr-checked` checks the proof and loads the snapshot on every lookup \
+         (`RamList::host_addr(&me, ..)`). The floor and `rcu-qsbr` run the same out-of-line \
+         loop of 256 lookups, i.e. the same machine code per lookup (instructions per \
+         lookup: `scripts/lookup-instructions.sh`). `t2`: a second reader thread on the \
+         other CPU does the same; \"CPU share\" is how much of the wall time each thread \
+         got.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | floor-snapshot | rcu-qsbr | **RCU / floor** [q1, q3] | rcu-qsbr-checked \
+         | checked / floor | CPU share |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let share = match (f(r, "main_share"), f(r, "bg_share")) {
+            (Some(m), Some(b)) => format!("{:.0}%/{:.0}%", m * 100.0, b * 100.0),
+            (Some(m), None) => format!("{:.0}%", m * 100.0),
+            _ => "–".into(),
+        };
+        let num = |k: &str, d: usize| f(r, k).map_or("–".into(), |x| format!("{x:.d$}"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | **{}** [{}, {}] | {} | {} | {share} |",
+            r["scenario"],
+            num("floor_ns", 2),
+            num("rcu_ns", 2),
+            num("ratio", 3),
+            num("ratio_q1", 3),
+            num("ratio_q3", 3),
+            num("checked_ns", 2),
+            num("checked_ratio", 3),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n| target | worst scenario | RCU / floor | verdict |\n|---|---|---:|---|"
+    );
+    for t in ["t1", "t2"] {
+        let worst = rows
+            .iter()
+            .filter(|r| r["scenario"].starts_with(&format!("{t}-")))
+            .filter_map(|r| Some((r["scenario"].clone(), f(r, "ratio")?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let readers = if t == "t1" { "1 reader" } else { "2 readers" };
+        match worst {
+            Some((sc, x)) => {
+                let verdict = if x >= 0.95 { "met" } else { "NOT met" };
+                let _ = writeln!(
+                    md,
+                    "| RCU >= 0.95x the floor's rate, {readers}, every scenario | {sc} | \
+                     {x:.3} | {verdict} |"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "| RCU >= 0.95x the floor's rate, {readers} | – | – | not measured |"
+                );
+            }
+        }
+    }
+    md
 }
 
 /// For the 2-thread and writer scenarios: how much of the time the threads really ran.
@@ -154,7 +256,10 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(
         md,
         "Median ns per lookup on the measuring thread; in parentheses the ratio to \
-         `floor-bsearch` of the same scenario (without the writer for `-writer` scenarios).\n"
+         `floor-bsearch` of the same scenario (without the writer for `-writer` scenarios). \
+         Criterion measures one variant after the other, so on a loaded machine the ratios \
+         between columns are only as good as the machine was steady; the paired section \
+         further down compares RCU with its floor round by round.\n"
     );
     let _ = writeln!(md, "| scenario | {} |", VARIANTS.join(" | "));
     let _ = writeln!(md, "|---|{}", "---:|".repeat(VARIANTS.len()));
@@ -226,7 +331,7 @@ fn markdown(r: &Results) -> String {
 
 fn svg(r: &Results) -> String {
     let scenarios = order(r);
-    let (left, right, bar, gap, top) = (230.0, 140.0, 11.0, 18.0, 60.0);
+    let (left, right, bar, gap, top) = (230.0, 140.0, 11.0, 18.0, 75.0);
     let plot_w = 620.0;
     let (lo, hi) = (0.2f64, 500.0f64);
     let x = |ns: f64| left + plot_w * ((ns.clamp(lo, hi) / lo).ln() / (hi / lo).ln());
@@ -311,7 +416,7 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let md = markdown(&r) + &concurrency(&r, &x);
+    let md = markdown(&r) + &floor_section(&read_floor(&dir)) + &concurrency(&r, &x);
     print!("{md}");
     let benches = manifest.join("benches");
     fs::write(benches.join("lookup.md"), &md).expect("write lookup.md");

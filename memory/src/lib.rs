@@ -17,6 +17,11 @@
 //! let mut hint = MruHint::new();
 //! let hva = ram.host_addr(&me, &mut hint, 0x1234).expect("RAM");
 //! assert!(!hva.is_null());
+//! // Many lookups between two quiescent states: check the proof once, then read.
+//! let r = ram.reader(&me);
+//! for gpa in (0..0x10_0000).step_by(0x1000) {
+//!     assert!(r.host_addr(&mut hint, gpa).is_some());
+//! }
 //! let snap = ram.snapshot(&me);
 //! snap.write_val(0x2000, 0xfeed_u32)?;
 //! assert_eq!(snap.read_val::<u32>(0x2000)?, 0xfeed);
@@ -48,5 +53,7 @@ mod vm;
 pub use block::{BlockFlags, BlockId, GuestRange, RamBlock, RamBlockBuilder, UnmapHook};
 pub use error::{Error, ListenerError, Result};
 pub use host::{page_size, total_unmaps};
-pub use list::{ListenerId, MemoryListener, MruHint, RamList, RamListStats, RamSnapshot, Ranges};
+pub use list::{
+    ListenerId, MemoryListener, MruHint, RamList, RamListStats, RamReader, RamSnapshot, Ranges,
+};
 pub use vm_memory;

@@ -8,7 +8,8 @@
 //! compared in the same VMM on the same guest:
 //!
 //! - `rcu`: the RCU-published [`RamList`] with this vCPU's own MRU hint (no lock, no shared
-//!   write);
+//!   write), through one [`RamReader`](memory::RamReader) per exit (proof checked and
+//!   snapshot loaded once);
 //! - `mutex`: a `Mutex<Vec<_>>` walked linearly (QEMU before RCU);
 //! - `rwlock`: a parking_lot `RwLock<Vec<_>>` with binary search;
 //! - `vm-memory`: vm-memory's `GuestMemoryAtomic` (arc-swap inside) and `find_region`.
@@ -281,7 +282,10 @@ impl LookupDevice {
     fn run(&self, desc: u64) {
         // Borrowed, not cloned: a clone is a shared reference-count update per exit.
         let guard = self.ram.domain().read_lock();
-        let snap = self.ram.snapshot(&guard);
+        // The proof is checked and the snapshot loaded once per exit: every lookup below is
+        // the unsynchronized floor's code (memory/benches/lookup.md).
+        let ram = self.ram.reader(&guard);
+        let snap = ram.snapshot();
         let (Ok(table), Ok(count)) = (
             snap.read_val::<u64>(desc.wrapping_add(D_TABLE)),
             snap.read_val::<u32>(desc.wrapping_add(D_COUNT)),
@@ -311,7 +315,7 @@ impl LookupDevice {
                 continue;
             };
             let host = match self.design {
-                LookupDesign::Rcu => snap.lookup(&mut hint, gpa).and_then(|b| {
+                LookupDesign::Rcu => ram.lookup(&mut hint, gpa).and_then(|b| {
                     // All 8 bytes must be in the block.
                     let last = gpa.checked_add(7)?;
                     (b.contains(last)).then_some(())?;
