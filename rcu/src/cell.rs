@@ -261,9 +261,21 @@ impl<T: Send + 'static> Retired<T> {
         self.into_box_unchecked()
     }
 
-    /// As [`synchronize`](Self::synchronize), from a QSBR thread (which goes offline to wait).
+    /// As [`synchronize`](Self::synchronize), from a QSBR thread, which goes offline for the
+    /// wait (so that a grace period of its own domain cannot wait for it).
+    ///
+    /// The grace period is always the *value's* domain's. If `me` belongs to another domain,
+    /// it still goes offline for the wait (proving that it holds no reference of its own
+    /// domain), and the wait is the value's domain's `synchronize`.
+    ///
+    /// # Panics
+    ///
+    /// As [`Rcu::synchronize`] on the value's domain: when the calling thread is on the read
+    /// side of that domain by another handle (a [`ReadGuard`](crate::ReadGuard), or a second
+    /// online [`QsbrThread`]).
     pub fn synchronize_qsbr(self, me: &mut QsbrThread) -> Box<T> {
-        me.synchronize();
+        let rcu = self.rcu.clone();
+        me.offline_while(|| rcu.synchronize());
         self.into_box_unchecked()
     }
 

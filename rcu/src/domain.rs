@@ -46,10 +46,57 @@ pub(crate) struct Slot {
     pub(crate) waiting: AtomicBool,
     /// Read-lock nesting depth. Only the owner thread touches it.
     pub(crate) nesting: AtomicU32,
+    /// QSBR: the domain id while the handle is online, 0 while offline, [`REVOKED`] once the
+    /// thread's exit tore the registration down. Only the owner thread touches it; it lives
+    /// here rather than in the [`QsbrThread`] so that the thread-exit clean-up, which cannot
+    /// reach the handle, can revoke it.
+    pub(crate) reading: AtomicU64,
     pub(crate) kind: ReaderKind,
     /// For stall warnings (not built under loom).
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) name: String,
+    /// Under loom, the emulated `membarrier(2)` (see [`Inner::master_fence`]).
+    #[cfg(loom)]
+    pub(crate) mb: LoomMembarrier,
+    /// The registering thread's key (`fork::thread_key`): the child of `fork()` keeps only
+    /// the forking thread's registrations.
+    #[cfg(not(loom))]
+    owner: u64,
+}
+
+/// Under loom, `membarrier(2)` is emulated per read-lock reader: the writer fences, raises
+/// `requested`, waits until the reader has executed a full fence at one of its membarrier
+/// points ([`membarrier_point`]) or has exited, and fences again. Where in its program the
+/// reader takes the fence is up to the interleaving, as the IPI's arrival is in reality.
+#[cfg(loom)]
+#[derive(Default)]
+pub(crate) struct LoomMembarrier {
+    requested: AtomicU64,
+    served: AtomicU64,
+    exited: AtomicBool,
+}
+
+/// A point of a read-lock reader's program where an emulated `membarrier` may force it
+/// through a full fence (under loom; nothing otherwise).
+#[inline(always)]
+pub(crate) fn membarrier_point(slot: &Slot) {
+    #[cfg(loom)]
+    {
+        let want = slot.mb.requested.load(Ordering::Acquire);
+        if want != slot.mb.served.load(Ordering::Relaxed) {
+            fence(Ordering::SeqCst);
+            slot.mb.served.store(want, Ordering::Release);
+        }
+    }
+    #[cfg(not(loom))]
+    let _ = slot;
+}
+
+/// A read-lock reader under loom is gone: the emulated membarrier stops waiting for it.
+#[cfg(loom)]
+pub(crate) fn membarrier_exit(slot: &Slot) {
+    membarrier_point(slot);
+    slot.mb.exited.store(true, Ordering::Release);
 }
 
 impl Slot {
@@ -68,8 +115,13 @@ impl Slot {
             ctr: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             nesting: AtomicU32::new(0),
+            reading: AtomicU64::new(0),
             kind,
             name,
+            #[cfg(loom)]
+            mb: LoomMembarrier::default(),
+            #[cfg(not(loom))]
+            owner: crate::fork::thread_key(),
         }
     }
 }
@@ -118,6 +170,9 @@ pub(crate) struct Inner {
     pub(crate) reclaim: Reclaimer,
 }
 
+/// [`Slot::reading`] of a QSBR registration torn down at thread exit (never a domain id).
+pub(crate) const REVOKED: u64 = u64::MAX;
+
 fn next_domain_id() -> u64 {
     // Not part of the algorithm: a plain std atomic even under loom.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -129,11 +184,34 @@ impl Inner {
     /// `membarrier` (the domain uses it and a read-lock reader is involved), a full fence on
     /// every thread of the process (which is what lets read-lock readers use a compiler
     /// barrier on their side). QSBR readers always fence fully, so they need no membarrier.
+    ///
+    /// `readers` are the readers the caller is about to check; under loom only their
+    /// read-lock readers take part in the emulated membarrier (see [`LoomMembarrier`]).
     #[inline]
-    pub(crate) fn master_fence(&self, membarrier: bool) {
-        if membarrier {
+    pub(crate) fn master_fence(&self, membarrier: bool, readers: &[Arc<Slot>]) {
+        if !membarrier {
+            fence(Ordering::SeqCst);
+            return;
+        }
+        #[cfg(not(loom))]
+        {
+            let _ = readers;
             crate::membarrier::barrier_all_threads();
-        } else {
+        }
+        #[cfg(loom)]
+        {
+            fence(Ordering::SeqCst);
+            let lock_readers = || readers.iter().filter(|s| s.kind == ReaderKind::ReadLock);
+            let wanted: Vec<u64> = lock_readers()
+                .map(|s| s.mb.requested.fetch_add(1, Ordering::AcqRel) + 1)
+                .collect();
+            for (s, want) in lock_readers().zip(wanted) {
+                while s.mb.served.load(Ordering::Acquire) < want
+                    && !s.mb.exited.load(Ordering::Acquire)
+                {
+                    thread::yield_now();
+                }
+            }
             fence(Ordering::SeqCst);
         }
     }
@@ -142,6 +220,27 @@ impl Inner {
         let slot = Arc::new(Slot::new(kind));
         self.registry.lock().push(slot.clone());
         slot
+    }
+
+    /// The thread that owns the QSBR registration `slot` is exiting and its handle may outlive
+    /// this (it sits in a thread-local whose destructor runs later): take it offline, revoke
+    /// it, so that a later read through the handle panics instead of running unprotected,
+    /// and unregister it.
+    pub(crate) fn revoke_qsbr(&self, slot: &Arc<Slot>) {
+        if slot.reading.load(Ordering::Relaxed) == self.id {
+            self.reader_exit(slot);
+        }
+        // The deliberately broken variant (loom): the handle stays readable after its slot is
+        // unregistered, so grace periods no longer see its reads.
+        #[cfg(not(rcu_broken_exit))]
+        slot.reading.store(REVOKED, Ordering::Relaxed);
+        #[cfg(rcu_broken_exit)]
+        {
+            let id = slot.reading.load(Ordering::Relaxed);
+            slot.reading
+                .store(if id == 0 { 0 } else { self.id }, Ordering::Relaxed);
+        }
+        self.unregister(slot);
     }
 
     /// Removes `slot` from the registry. The slot must already be at `ctr == 0`.
@@ -186,7 +285,8 @@ impl Inner {
     /// QSBR: announce a quiescent state, i.e. `ctr = gp`.
     #[inline]
     pub(crate) fn qsbr_quiescent(&self, slot: &Slot) {
-        let gp = self.gp.load(Ordering::Relaxed);
+        // Acquire, as in `lock_outermost`: later reads see what preceded this `gp`.
+        let gp = self.gp.load(Ordering::Acquire);
         if slot.ctr.load(Ordering::Relaxed) == gp {
             // No grace period began since our last report: nobody waits for us.
             return;
@@ -197,7 +297,7 @@ impl Inner {
     /// QSBR: go online (or report a quiescent state) with the current `gp`.
     #[inline]
     pub(crate) fn qsbr_online(&self, slot: &Slot) {
-        let gp = self.gp.load(Ordering::Relaxed);
+        let gp = self.gp.load(Ordering::Acquire);
         self.qsbr_store(slot, gp);
     }
 
@@ -215,13 +315,25 @@ impl Inner {
     /// reads it once for the lock path).
     #[inline(always)]
     pub(crate) fn lock_outermost(&self, slot: &Slot, membarrier: bool) {
-        slot.ctr
-            .store(self.gp.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Acquire: if this reads a `gp` of a grace period that has begun, every pointer store
+        // made before that grace period began (by its caller and by every caller sharing it)
+        // happens before this section's loads, so the section cannot see an old pointer
+        // although the writer skips it (`ctr >= gp`). Free on x86 (a plain load); on weakly
+        // ordered CPUs it keeps the section's loads from being satisfied before this one,
+        // which the compiler barrier of the membarrier path does not (see the crate docs).
+        #[cfg(not(rcu_broken_memb))]
+        let gp = self.gp.load(Ordering::Acquire);
+        // The deliberately broken variant (loom): the relaxed load the membarrier path used to
+        // have, which a weakly ordered CPU may satisfy after the section's pointer load.
+        #[cfg(rcu_broken_memb)]
+        let gp = self.gp.load(Ordering::Relaxed);
+        slot.ctr.store(gp, Ordering::Relaxed);
         // Pairs with the writer's master fence (store-buffering), as for QSBR.
         #[cfg(not(rcu_broken))]
         reader_slave_fence(membarrier);
         // The deliberately broken variant (for the loom tests): no fence, so the writer may
         // miss this reader while the reader still reads the old pointer.
+        membarrier_point(slot);
     }
 
     /// `synchronize`: waits until every reader that was inside a read-side section (or online,
@@ -233,8 +345,11 @@ impl Inner {
         let started = Instant::now();
         // Orders the caller's earlier stores (the new pointer) before the read of `gp`, so that
         // the grace period we wait for began after them (see the crate docs, "sharing").
+        // A release read-modify-write (not a load): the increment below is a read-modify-write
+        // too, so it acquires this caller's stores even when another caller runs the grace
+        // period we share, and readers that acquire the new `gp` see them.
         fence(Ordering::SeqCst);
-        let target = self.gp.load(Ordering::Relaxed) + 2;
+        let target = self.gp.fetch_add(0, Ordering::AcqRel) + 2;
         let mut pending = self.gp_lock.lock();
         if self.completed.load(Ordering::Acquire) >= target {
             // Another caller ran a whole grace period that began after we were called.
@@ -243,7 +358,8 @@ impl Inner {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // Under gp_lock, gp == completed; the new grace period is exactly `target`.
+        // Under gp_lock no grace period is running (gp == completed, or completed + 2 in a
+        // forked child whose parent was in one): the new grace period is exactly `target`.
         let new = self.gp.load(Ordering::Relaxed) + 2;
         debug_assert_eq!(new, target);
         // Start the grace period, then snapshot the readers. One that registers after the
@@ -257,12 +373,12 @@ impl Inner {
         // the fence pairs may be a compiler barrier) is involved; if none is, a plain fence on
         // our side completes every pair and the membarrier system call (IPIs to every CPU
         // running one of our threads) is skipped.
-        self.gp.store(new, Ordering::Relaxed);
+        self.gp.fetch_add(2, Ordering::AcqRel);
         pending.clear();
         pending.extend(self.registry.lock().iter().cloned());
         let membarrier =
             self.config.use_membarrier && pending.iter().any(|s| s.kind == ReaderKind::ReadLock);
-        self.master_fence(membarrier);
+        self.master_fence(membarrier, &pending);
 
         self.wait_for_readers(&mut pending, new, membarrier);
         pending.clear();
@@ -319,7 +435,7 @@ impl Inner {
                 s.waiting.store(true, Ordering::Release);
             }
             #[cfg(not(rcu_broken_wakeup))]
-            self.master_fence(membarrier);
+            self.master_fence(membarrier, pending);
             pending.retain(|s| {
                 let keep = active(s);
                 if !keep {
@@ -373,6 +489,59 @@ impl Inner {
                     ReaderKind::ReadLock => "; a read_lock() guard is held too long",
                 }
             );
+        }
+    }
+
+    /// `fork()` prepare handler: holds the short-held locks across the fork.
+    #[cfg(not(loom))]
+    pub(crate) fn before_fork(&self) {
+        self.registry.lock_and_forget();
+        self.reclaim.before_fork();
+    }
+
+    /// `fork()` parent handler: releases what [`before_fork`](Self::before_fork) took.
+    ///
+    /// # Safety
+    ///
+    /// Only after `before_fork` on this thread.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn after_fork_parent(&self) {
+        // SAFETY: per this function's contract, `before_fork` took these locks on this thread
+        // and forgot their guards.
+        unsafe {
+            self.reclaim.after_fork_parent();
+            self.registry.force_unlock();
+        }
+    }
+
+    /// `fork()` child handler: only the thread with key `me` exists now. Keeps its
+    /// registrations only, abandons a grace period another thread was running, and forgets
+    /// the reclamation thread; then releases the locks.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child, after `before_fork` on this thread.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn after_fork_child(&self, me: u64) {
+        // SAFETY: this thread holds the registry lock (taken by `before_fork`), and is the only
+        // thread of the process.
+        let registry = unsafe { self.registry.data_mut() };
+        registry.retain(|s| s.owner == me);
+        if self.gp_lock.is_locked() {
+            // A thread that no longer exists was in a grace period (the forking thread cannot
+            // be: it called fork()). Its scratch list may be mid-update: leak it, start afresh.
+            // SAFETY: the only thread of the child holds no guard of gp_lock.
+            unsafe {
+                std::mem::forget(std::mem::take(self.gp_lock.data_mut()));
+                self.gp_lock.force_unlock();
+            }
+            // The abandoned grace period never completes: `completed` stays behind, and the
+            // next grace period (numbered after it) completes it for whoever waits.
+        }
+        // SAFETY: as above, this thread took the locks in `before_fork`.
+        unsafe {
+            self.reclaim.after_fork_child();
+            self.registry.force_unlock();
         }
     }
 
@@ -526,6 +695,8 @@ impl RcuBuilder {
             stats: StatCounters::default(),
             reclaim: Reclaimer::new(self.lock),
         });
+        #[cfg(not(loom))]
+        crate::fork::track(&inner);
         Rcu {
             handle: Arc::new(DomainHandle {
                 inner: inner.clone(),
@@ -582,13 +753,12 @@ impl Rcu {
         let slot = self.inner().register(ReaderKind::Qsbr);
         #[cfg(not(loom))]
         crate::local::remember(self, &slot, ReaderKind::Qsbr);
+        slot.reading.store(self.inner().id, Ordering::Relaxed);
         self.inner().qsbr_online(&slot);
         QsbrThread {
             rcu: self.clone(),
             slot,
             id: self.inner().id,
-            online: true,
-            reading: self.inner().id,
             _not_send: PhantomData,
         }
     }
@@ -647,10 +817,6 @@ pub struct QsbrThread {
     rcu: Rcu,
     slot: Arc<Slot>,
     id: u64,
-    online: bool,
-    /// `id` while online, 0 while offline (domain ids start at 1): the read-side check in
-    /// `ReadSide::check` is then one compare.
-    reading: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -658,7 +824,7 @@ impl std::fmt::Debug for QsbrThread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QsbrThread")
             .field("domain", &self.id)
-            .field("online", &self.online)
+            .field("online", &self.is_online())
             .finish()
     }
 }
@@ -668,7 +834,7 @@ impl QsbrThread {
     /// Cheap when no grace period is in progress (two loads and a compare).
     #[inline]
     pub fn quiescent_state(&mut self) {
-        if self.online {
+        if self.is_online() {
             self.rcu.inner().qsbr_quiescent(&self.slot);
         }
     }
@@ -677,32 +843,41 @@ impl QsbrThread {
     /// Reading through an offline handle panics.
     #[inline]
     pub fn offline(&mut self) {
-        if self.online {
-            self.online = false;
-            self.reading = 0;
+        if self.is_online() {
+            self.slot.reading.store(0, Ordering::Relaxed);
             self.rcu.inner().reader_exit(&self.slot);
         }
     }
 
     /// Comes back online (which is also a quiescent state).
+    ///
+    /// # Panics
+    ///
+    /// If the handle was revoked: its thread is exiting and the crate's thread-exit clean-up
+    /// has already unregistered it (the handle lives in a thread-local destroyed after the
+    /// crate's).
     #[inline]
     pub fn online(&mut self) {
-        if !self.online {
-            self.online = true;
-            self.reading = self.id;
-            self.rcu.inner().qsbr_online(&self.slot);
+        match self.slot.reading.load(Ordering::Relaxed) {
+            0 => {
+                self.slot.reading.store(self.id, Ordering::Relaxed);
+                self.rcu.inner().qsbr_online(&self.slot);
+            }
+            REVOKED => revoked(),
+            _ => {}
         }
     }
 
     /// Whether the thread is online.
+    #[inline]
     pub fn is_online(&self) -> bool {
-        self.online
+        self.slot.reading.load(Ordering::Relaxed) == self.id
     }
 
     /// Runs `f` offline (for blocking calls: `KVM_RUN`, `poll`) and comes back online.
     #[inline]
     pub fn offline_while<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let was_online = self.online;
+        let was_online = self.is_online();
         self.offline();
         let r = f();
         if was_online {
@@ -720,6 +895,20 @@ impl QsbrThread {
     /// The domain this thread is registered with.
     pub fn domain(&self) -> &Rcu {
         &self.rcu
+    }
+
+    /// Test support (loom): what the thread-exit clean-up does to a QSBR registration whose
+    /// handle is still alive (`local.rs`, which loom does not build).
+    #[cfg(loom)]
+    pub fn loom_thread_exit(&self) {
+        self.rcu.inner().revoke_qsbr(&self.slot);
+    }
+
+    /// Test support (loom): whether a read through this handle would be allowed (the check
+    /// of [`ReadSide`] without its panic).
+    #[cfg(loom)]
+    pub fn loom_may_read(&self) -> bool {
+        self.slot.reading.load(Ordering::Relaxed) == self.id
     }
 }
 
@@ -761,17 +950,32 @@ fn not_a_reader(what: &str) -> ! {
     panic!("{what}")
 }
 
+#[cold]
+#[inline(never)]
+fn revoked() -> ! {
+    panic!(
+        "rcu: QsbrThread used after its thread's exit unregistered it (it lives in a \
+         thread-local destroyed after the rcu crate's, so grace periods no longer wait for \
+         it). Drop the QsbrThread before the thread exits, or keep it out of thread-locals."
+    )
+}
+
 // SAFETY: an online QsbrThread's slot holds ctr != 0 until `quiescent_state`/`offline`, which
-// take `&mut self` and so cannot run while a `&self` borrow is alive.
+// take `&mut self` and so cannot run while a `&self` borrow is alive. The thread-exit clean-up
+// (which unregisters the slot without `&mut self`) revokes `reading` first, so the check
+// fails from then on; it runs on this same thread, between two of its reads.
 unsafe impl ReadSide for QsbrThread {
     #[inline(always)]
     fn check(&self, id: u64) {
-        if self.reading != id {
-            not_a_reader(if !self.online {
-                "read through an offline QsbrThread: call online() first"
-            } else {
-                "read through a QsbrThread of another RCU domain than the data's"
-            });
+        let reading = self.slot.reading.load(Ordering::Relaxed);
+        if reading != id {
+            match reading {
+                0 => not_a_reader("read through an offline QsbrThread: call online() first"),
+                REVOKED => revoked(),
+                _ => {
+                    not_a_reader("read through a QsbrThread of another RCU domain than the data's")
+                }
+            }
         }
     }
 }
@@ -806,6 +1010,7 @@ impl ReadGuard<'_> {
     // The nested cases are out of line so that the outermost path is straight-line code.
     #[inline(always)]
     pub(crate) fn enter(inner: &Inner, slot: &Slot, membarrier: bool) {
+        membarrier_point(slot);
         let n = slot.nesting.load(Ordering::Relaxed);
         if n == 0 {
             slot.nesting.store(1, Ordering::Relaxed);
@@ -817,6 +1022,7 @@ impl ReadGuard<'_> {
 
     #[inline(always)]
     pub(crate) fn exit(inner: &Inner, slot: &Slot, membarrier: bool) {
+        membarrier_point(slot);
         let n = slot.nesting.load(Ordering::Relaxed);
         if n == 1 {
             slot.nesting.store(0, Ordering::Relaxed);
@@ -824,6 +1030,7 @@ impl ReadGuard<'_> {
         } else {
             nest(slot, n - 1);
         }
+        membarrier_point(slot);
     }
 }
 
@@ -883,6 +1090,7 @@ impl LoomReader {
 #[cfg(loom)]
 impl Drop for LoomReader {
     fn drop(&mut self) {
+        membarrier_exit(&self.slot);
         self.rcu.inner().unregister(&self.slot);
     }
 }
@@ -897,6 +1105,7 @@ pub struct LoomGuard<'a> {
 unsafe impl ReadSide for LoomGuard<'_> {
     fn check(&self, id: u64) {
         assert_eq!(self.reader.rcu.inner().id, id);
+        membarrier_point(&self.reader.slot);
     }
 }
 

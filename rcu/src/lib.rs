@@ -126,6 +126,8 @@
 mod cell;
 mod domain;
 mod event;
+#[cfg(not(loom))]
+mod fork;
 mod list;
 #[cfg(not(loom))]
 mod local;

@@ -41,9 +41,11 @@ impl Drop for ThreadRegs {
             };
             match reg.slot.kind {
                 ReaderKind::Qsbr => {
-                    // A QsbrThread that was leaked (mem::forget) and never dropped.
-                    inner.reader_exit(&reg.slot);
-                    inner.unregister(&reg.slot);
+                    // A QsbrThread still alive: leaked (mem::forget), or kept in another
+                    // thread-local whose destructor runs after this one and may still read
+                    // through it. Revoke it, so that such a read panics instead of running
+                    // unseen by grace periods.
+                    inner.revoke_qsbr(&reg.slot);
                 }
                 ReaderKind::ReadLock => {
                     if reg.slot.nesting.load(Ordering::Relaxed) == 0 {

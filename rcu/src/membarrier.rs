@@ -48,7 +48,15 @@ mod imp {
     }
 }
 
-#[cfg(not(all(target_os = "linux", not(loom))))]
+/// Under loom, membarrier is emulated (see `domain::LoomMembarrier`), so it is always there.
+#[cfg(loom)]
+mod imp {
+    pub(crate) fn available() -> bool {
+        true
+    }
+}
+
+#[cfg(all(not(target_os = "linux"), not(loom)))]
 mod imp {
     pub(crate) fn available() -> bool {
         false
@@ -58,4 +66,6 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{available, barrier_all_threads};
+pub(crate) use imp::available;
+#[cfg(not(loom))]
+pub(crate) use imp::barrier_all_threads;

@@ -36,8 +36,11 @@
 
 use crate::domain::Inner;
 use crate::event::Event;
-use crate::sync::{thread, Arc, AtomicBool, AtomicPtr, AtomicUsize, Mutex, Ordering};
+use crate::sync::{
+    thread, Arc, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering,
+};
 use std::ptr;
+#[cfg(any(not(loom), rcu_broken_throttle))]
 use std::time::Duration;
 #[cfg(not(loom))]
 use std::time::Instant;
@@ -90,8 +93,15 @@ pub(crate) struct Reclaimer {
     pending: AtomicUsize,
     /// The reclamation thread sleeps on this.
     wake: Event,
-    /// Set after every batch (and grace period) the thread completes.
-    progress: Event,
+    /// Batches (and grace periods) the thread has completed; throttled producers wait on
+    /// `progress_cv` for it to move. A counter under a mutex, not an [`Event`]: with several
+    /// producers throttled at once, one's `reset` of a shared event would erase the wake-up
+    /// another is about to wait for.
+    progress: Mutex<u64>,
+    progress_cv: Condvar,
+    /// The deliberately broken variant (loom): the shared, reset-before-wait progress event.
+    #[cfg(rcu_broken_throttle)]
+    progress_event: Event,
     /// Threads waiting for the reclamation thread (barrier, throttle, poll): skip batching.
     urgent: AtomicUsize,
     gp_requested: AtomicBool,
@@ -102,7 +112,31 @@ pub(crate) struct Reclaimer {
     /// Barriers whose callback ran in the current batch; set once the batch's statistics are
     /// recorded, so a caller of `rcu_barrier` sees them up to date.
     barriers_done: Mutex<Vec<Arc<Event>>>,
+    /// The batch in hand (newest first), taken from `head` before its grace period. It stays
+    /// here until it has run, so that if the grace period or the callback lock panics, the
+    /// next round runs it (after another grace period). Only the reclamation thread uses it.
+    carry: AtomicPtr<Head>,
+    /// The reclamation thread is waiting to acquire the callback lock. A throttled producer
+    /// or the domain's drop that sees it stay so may be the holder (when the lock cannot tell,
+    /// see [`CallbackLock::held_by_current_thread`]) and stops waiting instead of deadlocking.
+    acquiring_lock: AtomicBool,
+    /// Rounds in a row that panicked outside a callback (reset by a successful round).
+    failures: AtomicU32,
+    /// The last such panic's message, for the error of a waiter that gives up.
+    last_failure: Mutex<String>,
 }
+
+/// After this many failed rounds in a row, `rcu_barrier` panics instead of waiting, and a
+/// throttled producer stops waiting.
+const GIVE_UP_AFTER: u32 = 3;
+
+/// How long a waiter sleeps between checks of the reclamation thread's health.
+#[cfg(not(loom))]
+const CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// How many checks in a row without progress, the thread waiting for the callback lock, make
+/// a throttled producer (or the domain's drop) stop waiting: it may hold that lock itself.
+const STUCK_CHECKS: u32 = 5;
 
 // SAFETY: the raw pointers in the queue are owned by it and handed between threads only
 // through the atomic `head`; the callbacks they hold are `Send`.
@@ -132,7 +166,10 @@ impl Reclaimer {
             head: AtomicPtr::new(ptr::null_mut()),
             pending: AtomicUsize::new(0),
             wake: Event::new(false),
-            progress: Event::new(false),
+            progress: Mutex::new(0),
+            progress_cv: Condvar::new(),
+            #[cfg(rcu_broken_throttle)]
+            progress_event: Event::new(false),
             urgent: AtomicUsize::new(0),
             gp_requested: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -140,6 +177,83 @@ impl Reclaimer {
             thread: Mutex::new(None),
             lock,
             barriers_done: Mutex::new(Vec::new()),
+            carry: AtomicPtr::new(ptr::null_mut()),
+            acquiring_lock: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            last_failure: Mutex::new(String::new()),
+        }
+    }
+
+    /// `fork()` prepare handler (see `fork.rs`).
+    #[cfg(not(loom))]
+    pub(crate) fn before_fork(&self) {
+        self.thread.lock_and_forget();
+        self.barriers_done.lock_and_forget();
+        self.progress.lock_and_forget();
+        self.last_failure.lock_and_forget();
+    }
+
+    /// `fork()` parent handler.
+    ///
+    /// # Safety
+    ///
+    /// Only after `before_fork` on this thread.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn after_fork_parent(&self) {
+        // SAFETY: per this function's contract.
+        unsafe { self.unlock_after_fork() }
+    }
+
+    /// Releases the locks `before_fork` took.
+    ///
+    /// # Safety
+    ///
+    /// `before_fork` took them on this thread and forgot the guards.
+    #[cfg(not(loom))]
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: per this function's contract.
+        unsafe {
+            self.last_failure.force_unlock();
+            self.progress.force_unlock();
+            self.barriers_done.force_unlock();
+            self.thread.force_unlock();
+        }
+    }
+
+    /// `fork()` child handler: the parent's reclamation thread does not exist here. Forget
+    /// it (a new one starts lazily and runs what the parent had queued) and the waiters that
+    /// were other threads.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child, after `before_fork` on this thread.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn after_fork_child(&self) {
+        // SAFETY: this thread holds the lock (from `before_fork`) and is the only thread.
+        let handle = unsafe { self.thread.data_mut() }.take();
+        // Joining or detaching would name a thread of the parent: just forget the handle.
+        std::mem::forget(handle);
+        self.started.store(false, Ordering::Release);
+        self.urgent.store(0, Ordering::Relaxed);
+        self.acquiring_lock.store(false, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { self.unlock_after_fork() }
+    }
+
+    /// Panics with the reason if the reclamation thread keeps failing (for `rcu_barrier`).
+    #[cfg(not(loom))]
+    fn check_alive(inner: &Inner, what: &str) {
+        let r = &inner.reclaim;
+        let failures = r.failures.load(Ordering::Acquire);
+        if failures >= GIVE_UP_AFTER {
+            panic!(
+                "rcu: {what}() gives up: the reclamation thread of domain {} failed {} rounds in \
+                 a row outside any callback (last: {}); callbacks cannot run until the \
+                 CallbackLock or grace period it panics in is fixed",
+                inner.id,
+                failures,
+                *r.last_failure.lock()
+            );
         }
     }
 
@@ -178,6 +292,11 @@ impl Reclaimer {
             },
             f,
         })) as *mut Head;
+        // Count before publishing: once the node is visible the reclamation thread may run it
+        // and subtract it, and `pending` must never go below zero (it would read as ~2^64 and
+        // throttle every producer).
+        #[cfg(not(rcu_broken_pending))]
+        let n = r.pending.fetch_add(1, Ordering::Relaxed) + 1;
         let mut old = r.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: `node` is ours until the compare-and-swap below publishes it.
@@ -190,7 +309,9 @@ impl Reclaimer {
                 Err(actual) => old = actual,
             }
         }
-        let n = r.pending.fetch_add(1, Ordering::Relaxed) + 1;
+        // The deliberately broken variant (loom): counted only after publishing.
+        #[cfg(rcu_broken_pending)]
+        let n = r.pending.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         if n as u64 > inner.stats.max_pending.load(Ordering::Relaxed) {
             inner
                 .stats
@@ -217,15 +338,67 @@ impl Reclaimer {
         r.urgent.fetch_add(1, Ordering::Relaxed);
         Reclaimer::ensure_started(inner);
         r.wake.set();
+        #[cfg(not(rcu_broken_throttle))]
+        {
+            // `pending` is checked under `progress`, which the thread takes to announce a
+            // batch after lowering `pending`: either the check sees the lower count, or the
+            // announcement finds this thread waiting. No wake-up is lost.
+            let mut done = r.progress.lock();
+            let mut seen = *done;
+            let mut stuck = 0;
+            while r.pending.load(Ordering::Relaxed) > inner.config.high_water {
+                r.wake.set();
+                #[cfg(not(loom))]
+                {
+                    done = r.progress_cv.wait_timeout(done, CHECK_EVERY);
+                }
+                #[cfg(loom)]
+                {
+                    done = r.progress_cv.wait(done);
+                }
+                if *done != seen {
+                    seen = *done;
+                    stuck = 0;
+                } else if r.acquiring_lock.load(Ordering::Relaxed)
+                    || r.failures.load(Ordering::Relaxed) >= GIVE_UP_AFTER
+                {
+                    stuck += 1;
+                    if stuck >= STUCK_CHECKS {
+                        // The thread waits for the callback lock, which this thread may hold
+                        // (the lock cannot tell), or it keeps failing: go over the mark.
+                        inner.stats.over_high_water.fetch_add(1, Ordering::Relaxed);
+                        log::debug!(
+                            "rcu: call_rcu stops waiting for the reclamation thread of domain \
+                             {}, which makes no progress",
+                            inner.id
+                        );
+                        break;
+                    }
+                } else {
+                    stuck = 0;
+                }
+            }
+        }
+        // The deliberately broken variant (loom): every throttled producer resets one shared
+        // event before it checks and waits, erasing a wake-up meant for another.
+        #[cfg(rcu_broken_throttle)]
         loop {
-            r.progress.reset();
+            r.progress_event.reset();
             if r.pending.load(Ordering::Relaxed) <= inner.config.high_water {
                 break;
             }
             r.wake.set();
-            r.progress.wait_timeout(Duration::from_millis(100));
+            r.progress_event.wait_timeout(Duration::from_millis(100));
         }
         r.urgent.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Announces a completed batch (or grace period) to throttled producers.
+    fn announce_progress(&self) {
+        *self.progress.lock() += 1;
+        self.progress_cv.notify_all();
+        #[cfg(rcu_broken_throttle)]
+        self.progress_event.set();
     }
 
     /// `rcu_barrier`: returns when every callback queued before the call has run.
@@ -252,7 +425,15 @@ impl Reclaimer {
             inner2.reclaim.barriers_done.lock().push(done2)
         });
         r.wake.set();
+        #[cfg(loom)]
         done.wait();
+        #[cfg(not(loom))]
+        while !done.wait_timeout(CHECK_EVERY) {
+            if r.failures.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
+                r.urgent.fetch_sub(1, Ordering::Relaxed);
+                Reclaimer::check_alive(inner, "rcu_barrier");
+            }
+        }
         r.urgent.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -268,6 +449,7 @@ impl Reclaimer {
 
     fn has_work(&self) -> bool {
         !self.head.load(Ordering::Acquire).is_null()
+            || !self.carry.load(Ordering::Relaxed).is_null()
             || self.gp_requested.load(Ordering::Relaxed)
             || self.stop.load(Ordering::Relaxed)
     }
@@ -277,75 +459,145 @@ impl Reclaimer {
         RECLAIMER_OF.with(|c| c.set(inner.id));
         let r = &inner.reclaim;
         loop {
-            // Wait for work.
-            while !r.has_work() {
-                r.wake.reset();
-                if r.has_work() {
-                    break;
-                }
-                r.wake.wait();
-            }
-            // Batch: wait for batch_min callbacks or batch_wait, unless someone is waiting.
-            #[cfg(not(loom))]
-            {
-                let deadline = Instant::now() + inner.config.batch_wait;
-                let go = || {
-                    r.pending.load(Ordering::Relaxed) >= inner.config.batch_min
-                        || r.urgent.load(Ordering::Relaxed) > 0
-                        || r.gp_requested.load(Ordering::Relaxed)
-                        || r.stop.load(Ordering::Relaxed)
-                };
-                loop {
-                    let now = Instant::now();
-                    if go() || now >= deadline {
-                        break;
+            // A panic outside a callback (in the callback lock or a grace period) must not
+            // kill the thread: `rcu_barrier` and throttled producers would wait for it forever.
+            // The batch in hand stays in `carry` and runs next round.
+            let round =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Reclaimer::round(&inner)));
+            match round {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(payload) => {
+                    r.acquiring_lock.store(false, Ordering::Relaxed);
+                    let msg = panic_message(&*payload);
+                    let failures = r.failures.load(Ordering::Relaxed) + 1;
+                    *r.last_failure.lock() = msg.clone();
+                    r.failures.store(failures, Ordering::Release);
+                    inner
+                        .stats
+                        .reclaimer_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    log::error!(
+                        "rcu: the reclamation thread of domain {} caught a panic outside any \
+                         callback ({msg}); it retries the batch (failure {failures} in a row)",
+                        inner.id
+                    );
+                    // Let waiters see the failure (they give up after GIVE_UP_AFTER).
+                    r.announce_progress();
+                    if r.stop.load(Ordering::Acquire) && failures >= GIVE_UP_AFTER {
+                        // The domain is being dropped and the batch cannot run: leave it to
+                        // `Reclaimer::drop`, which runs it once no reader can exist.
+                        return;
                     }
-                    // Reset, then re-check everything that sets the event: a request made
-                    // between the check above and the reset is seen here, one made after it
-                    // finds the event reset and sets it.
-                    r.wake.reset();
-                    if go() {
-                        break;
-                    }
-                    r.wake.wait_timeout(deadline - now);
+                    #[cfg(not(loom))]
+                    std::thread::sleep(Duration::from_millis(1 << failures.min(10)));
                 }
-            }
-            let batch = r.head.swap(ptr::null_mut(), Ordering::Acquire);
-            // A poll request made before this point is satisfied by the grace period below
-            // (Acquire: that grace period's target is at least the requester's token).
-            r.gp_requested.swap(false, Ordering::Acquire);
-            // The deliberately broken variant (`--cfg rcu_broken_reclaim`, for showing that the
-            // list and torture tests catch it) runs callbacks without a grace period.
-            #[cfg(not(rcu_broken_reclaim))]
-            inner.synchronize();
-            if !batch.is_null() {
-                Reclaimer::run_batch(&inner, batch);
-            }
-            r.progress.set();
-            if r.stop.load(Ordering::Acquire) && r.head.load(Ordering::Acquire).is_null() {
-                return;
             }
         }
     }
 
-    fn run_batch(inner: &Inner, batch: *mut Head) {
-        // Reverse into arrival order.
-        let mut list: *mut Head = ptr::null_mut();
-        let mut cur = batch;
-        let mut n = 0u64;
-        while !cur.is_null() {
-            // SAFETY: every node in the taken stack is exclusively ours now.
-            let next = unsafe { (*cur).next };
-            // SAFETY: as above.
-            unsafe { (*cur).next = list };
-            list = cur;
-            cur = next;
-            n += 1;
+    /// Moves everything queued into `carry` (newest first, ahead of what is already there,
+    /// which is older).
+    fn take_batch(r: &Reclaimer) {
+        let taken = r.head.swap(ptr::null_mut(), Ordering::Acquire);
+        if taken.is_null() {
+            return;
         }
-        let mut panics = 0u64;
+        let mut tail = taken;
+        // SAFETY: the taken nodes are exclusively ours; walk to the oldest one.
+        while !unsafe { (*tail).next }.is_null() {
+            // SAFETY: as above.
+            tail = unsafe { (*tail).next };
+        }
+        // SAFETY: as above; `carry` is only used by this thread.
+        unsafe { (*tail).next = r.carry.load(Ordering::Relaxed) };
+        r.carry.store(taken, Ordering::Relaxed);
+    }
+
+    /// One round: wait for work, batch, one grace period, run the batch. Returns whether the
+    /// thread should exit.
+    fn round(inner: &Arc<Inner>) -> bool {
+        let r = &inner.reclaim;
+        // Wait for work.
+        while !r.has_work() {
+            r.wake.reset();
+            if r.has_work() {
+                break;
+            }
+            r.wake.wait();
+        }
+        // Batch: wait for batch_min callbacks or batch_wait, unless someone is waiting.
+        #[cfg(not(loom))]
+        {
+            let deadline = Instant::now() + inner.config.batch_wait;
+            let go = || {
+                r.pending.load(Ordering::Relaxed) >= inner.config.batch_min
+                    || r.urgent.load(Ordering::Relaxed) > 0
+                    || r.gp_requested.load(Ordering::Relaxed)
+                    || r.stop.load(Ordering::Relaxed)
+            };
+            loop {
+                let now = Instant::now();
+                if go() || now >= deadline {
+                    break;
+                }
+                // Reset, then re-check everything that sets the event: a request made
+                // between the check above and the reset is seen here, one made after it
+                // finds the event reset and sets it.
+                r.wake.reset();
+                if go() {
+                    break;
+                }
+                r.wake.wait_timeout(deadline - now);
+            }
+        }
+        // The batch is taken *before* its grace period begins: every callback in it was
+        // queued before, so what it frees was unpublished before the grace period.
+        #[cfg(not(rcu_broken_batch))]
+        Reclaimer::take_batch(r);
+        // A poll request made before this point is satisfied by the grace period below
+        // (Acquire: that grace period's target is at least the requester's token).
+        r.gp_requested.swap(false, Ordering::Acquire);
+        // The deliberately broken variant (`--cfg rcu_broken_reclaim`, for showing that the
+        // list and torture tests catch it) runs callbacks without a grace period.
+        #[cfg(not(rcu_broken_reclaim))]
+        inner.synchronize();
+        // The deliberately broken variant (loom): the batch taken after the grace period, so
+        // a callback queued while it was in progress runs without one of its own.
+        #[cfg(rcu_broken_batch)]
+        Reclaimer::take_batch(r);
+        if !r.carry.load(Ordering::Relaxed).is_null() {
+            Reclaimer::run_batch(inner);
+        }
+        r.failures.store(0, Ordering::Release);
+        r.announce_progress();
+        r.stop.load(Ordering::Acquire)
+            && r.head.load(Ordering::Acquire).is_null()
+            && r.carry.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Runs `carry` under the callback lock. It is taken only once the lock is held, so if
+    /// `with_lock` panics before calling us, the batch is still there for the next round.
+    fn run_batch(inner: &Inner) {
+        let r = &inner.reclaim;
         let mut run_all = || {
+            r.acquiring_lock.store(false, Ordering::Relaxed);
+            let batch = r.carry.swap(ptr::null_mut(), Ordering::Relaxed);
+            // Reverse into arrival order.
+            let mut list: *mut Head = ptr::null_mut();
+            let mut cur = batch;
+            let mut n = 0u64;
+            while !cur.is_null() {
+                // SAFETY: every node in the taken stack is exclusively ours now.
+                let next = unsafe { (*cur).next };
+                // SAFETY: as above.
+                unsafe { (*cur).next = list };
+                list = cur;
+                cur = next;
+                n += 1;
+            }
+            let mut panics = 0u64;
             let mut cur = list;
-            list = ptr::null_mut();
             while !cur.is_null() {
                 // SAFETY: exclusively ours; read `next` before the node is freed by its call.
                 let (next, call) = unsafe { ((*cur).next, (*cur).call) };
@@ -361,59 +613,114 @@ impl Reclaimer {
                 }
                 cur = next;
             }
+            let s = &inner.stats;
+            s.callbacks_run.fetch_add(n, Ordering::Relaxed);
+            s.batches.fetch_add(1, Ordering::Relaxed);
+            if panics > 0 {
+                s.callback_panics.fetch_add(panics, Ordering::Relaxed);
+            }
+            if n > s.max_batch.load(Ordering::Relaxed) {
+                s.max_batch.fetch_max(n, Ordering::Relaxed);
+            }
+            r.pending.fetch_sub(n as usize, Ordering::Release);
+            for done in r.barriers_done.lock().drain(..) {
+                done.set();
+            }
         };
-        match &inner.reclaim.lock {
-            Some(lock) => lock.with_lock(&mut run_all),
+        match &r.lock {
+            Some(lock) => {
+                r.acquiring_lock.store(true, Ordering::Relaxed);
+                lock.with_lock(&mut run_all);
+                r.acquiring_lock.store(false, Ordering::Relaxed);
+            }
             None => run_all(),
-        }
-        let s = &inner.stats;
-        s.callbacks_run.fetch_add(n, Ordering::Relaxed);
-        s.batches.fetch_add(1, Ordering::Relaxed);
-        if panics > 0 {
-            s.callback_panics.fetch_add(panics, Ordering::Relaxed);
-        }
-        if n > s.max_batch.load(Ordering::Relaxed) {
-            s.max_batch.fetch_max(n, Ordering::Relaxed);
-        }
-        inner
-            .reclaim
-            .pending
-            .fetch_sub(n as usize, Ordering::Release);
-        for done in inner.reclaim.barriers_done.lock().drain(..) {
-            done.set();
         }
     }
 
     /// Drains the queue and stops the thread (the domain's last handle is being dropped).
+    ///
+    /// Never deadlocks: when the caller holds the callback lock (as far as
+    /// [`CallbackLock::held_by_current_thread`] says, or because the thread keeps waiting for
+    /// that lock), the final batch cannot run before the caller releases it, so the thread is
+    /// left to finish on its own instead of being joined.
     pub(crate) fn shutdown(inner: &Arc<Inner>) {
         let r = &inner.reclaim;
         r.stop.store(true, Ordering::Release);
         r.wake.set();
         let handle = r.thread.lock().take();
-        if let Some(h) = handle {
-            if on_reclaimer_thread(inner.id) {
-                // Dropped from one of our own callbacks: the thread exits by itself after
-                // draining; joining ourselves would deadlock.
-                return;
-            }
-            let _ = h.join();
+        let Some(h) = handle else {
+            return;
+        };
+        if on_reclaimer_thread(inner.id) {
+            // Dropped from one of our own callbacks: the thread exits by itself after
+            // draining; joining ourselves would deadlock.
+            return;
         }
+        if r.lock.as_ref().is_some_and(|l| l.held_by_current_thread()) {
+            log::debug!(
+                "rcu: domain {} dropped under its callback lock; its last callbacks run once \
+                 the lock is released",
+                inner.id
+            );
+            return;
+        }
+        #[cfg(not(loom))]
+        {
+            let mut seen = *r.progress.lock();
+            let mut stuck = 0;
+            while !h.is_finished() {
+                let mut done = r.progress.lock();
+                if *done == seen && !h.is_finished() {
+                    done = r.progress_cv.wait_timeout(done, CHECK_EVERY);
+                }
+                if *done != seen {
+                    seen = *done;
+                    stuck = 0;
+                } else if r.acquiring_lock.load(Ordering::Relaxed) {
+                    stuck += 1;
+                    if stuck >= STUCK_CHECKS {
+                        log::debug!(
+                            "rcu: domain {} dropped while its reclamation thread waits for the \
+                             callback lock (held by the caller?); not waiting for it",
+                            inner.id
+                        );
+                        return;
+                    }
+                } else {
+                    stuck = 0;
+                }
+            }
+        }
+        let _ = h.join();
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        String::from("a panic without a message")
     }
 }
 
 impl Drop for Reclaimer {
     fn drop(&mut self) {
-        // Only reached when no thread was ever started but callbacks... cannot happen (the
-        // first enqueue starts it); still, never leak: free any node left without running it
-        // would be wrong (its memory may still be read), and with no readers left there are
-        // none, so run them.
-        let mut cur = self.head.swap(ptr::null_mut(), Ordering::Acquire);
-        while !cur.is_null() {
-            // SAFETY: the domain is gone, so no reader or producer remains; nodes are ours.
-            let (next, call) = unsafe { ((*cur).next, (*cur).call) };
-            // SAFETY: the node's own call function, called once.
-            unsafe { call(cur) };
-            cur = next;
+        // Reached when the domain's last reference goes: no reader or producer remains, so
+        // what is still queued (a batch the thread could not run, or nodes left when no
+        // thread was started) can run now. Freeing the nodes without running them would leak
+        // what they own.
+        for list in [&self.carry, &self.head] {
+            let mut cur = list.swap(ptr::null_mut(), Ordering::Acquire);
+            while !cur.is_null() {
+                // SAFETY: the domain is gone, so no reader or producer remains; nodes are ours.
+                let (next, call) = unsafe { ((*cur).next, (*cur).call) };
+                // SAFETY: the node's own call function, called once.
+                unsafe { call(cur) };
+                cur = next;
+            }
         }
     }
 }
@@ -481,8 +788,10 @@ impl crate::Rcu {
     /// writer or `call_rcu` traffic will end one). The kernel's `get_state_synchronize_rcu`.
     pub fn current_token(&self) -> GpToken {
         // Orders the caller's earlier stores before the read of `gp`, as in `synchronize`.
+        // A read-modify-write, as in `synchronize`, so that the grace period's increment
+        // acquires the caller's stores.
         crate::sync::fence(Ordering::SeqCst);
-        GpToken(self.inner().gp.load(Ordering::Relaxed) + 2)
+        GpToken(self.inner().gp.fetch_add(0, Ordering::AcqRel) + 2)
     }
 
     /// Whether the grace period named by `token` has completed: a few loads, no allocation.

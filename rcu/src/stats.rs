@@ -33,6 +33,11 @@ pub struct RcuStats {
     pub over_high_water: u64,
     /// Callbacks that panicked (the panic is caught, logged and counted).
     pub callback_panics: u64,
+    /// Panics the reclamation thread caught outside a callback (in the [`CallbackLock`] or a
+    /// grace period); it retried the batch each time instead of dying.
+    ///
+    /// [`CallbackLock`]: crate::CallbackLock
+    pub reclaimer_failures: u64,
 }
 
 impl RcuStats {
@@ -59,6 +64,7 @@ pub(crate) struct StatCounters {
     pub(crate) throttled: AtomicU64,
     pub(crate) over_high_water: AtomicU64,
     pub(crate) callback_panics: AtomicU64,
+    pub(crate) reclaimer_failures: AtomicU64,
 }
 
 impl StatCounters {
@@ -87,6 +93,7 @@ impl StatCounters {
             throttled: self.throttled.load(Ordering::Relaxed),
             over_high_water: self.over_high_water.load(Ordering::Relaxed),
             callback_panics: self.callback_panics.load(Ordering::Relaxed),
+            reclaimer_failures: self.reclaimer_failures.load(Ordering::Relaxed),
         }
     }
 }

@@ -109,3 +109,41 @@ impl Condvar {
         self.0.notify_all();
     }
 }
+
+/// What the `fork()` handlers (`fork.rs`) need from a mutex: hold it across `fork()` without a
+/// guard, and release it afterwards in the parent and in the child.
+#[cfg(not(loom))]
+impl<T> Mutex<T> {
+    /// Locks and forgets the guard; [`force_unlock`](Self::force_unlock) releases it.
+    pub(crate) fn lock_and_forget(&self) {
+        std::mem::forget(self.0.lock());
+    }
+
+    /// Whether some thread holds the lock.
+    pub(crate) fn is_locked(&self) -> bool {
+        self.0.is_locked()
+    }
+
+    /// Releases a lock whose guard was forgotten.
+    ///
+    /// # Safety
+    ///
+    /// The lock must be held, and no guard of it may be alive (in the child of `fork()`, the
+    /// thread that held it no longer exists).
+    pub(crate) unsafe fn force_unlock(&self) {
+        // SAFETY: per this function's contract.
+        unsafe { self.0.force_unlock() }
+    }
+
+    /// The protected value, for a caller that holds the lock without a guard.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold the lock (through [`lock_and_forget`](Self::lock_and_forget)), or
+    /// be the only thread of the process, and must not create two such references at once.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn data_mut(&self) -> &mut T {
+        // SAFETY: per this function's contract, no other reference to the data exists.
+        unsafe { &mut *self.0.data_ptr() }
+    }
+}

@@ -127,6 +127,14 @@ fn replace_and_free(cell: &RcuCell<Payload>) -> Box<Payload> {
     old
 }
 
+/// A domain whose read-lock readers use a full fence (`membarrier: false`) or, with
+/// `membarrier: true`, only a compiler barrier, the writer emulating `membarrier(2)`: a full
+/// fence, then each read-lock reader forced through a full fence at a point of its program
+/// that the interleaving chooses, then a full fence.
+fn domain(membarrier: bool) -> Rcu {
+    Rcu::builder().membarrier(membarrier).build()
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1-2. A reader that began before synchronize is waited for.
 // ---------------------------------------------------------------------------------------------
@@ -136,10 +144,22 @@ fn replace_and_free(cell: &RcuCell<Payload>) -> Box<Payload> {
 /// old one. The free must happen-after the read. Fails under `--cfg rcu_broken`.
 #[test]
 fn gp_read_lock_reader_is_waited_for() {
+    read_lock_reader_is_waited_for(false, None);
+}
+
+/// Model 1, membarrier mode (the production configuration). Fails under
+/// `--cfg rcu_broken_memb` (the reader's relaxed load of `gp`: the section's pointer load may
+/// then see the old value although the reader stored the new `gp`, so the writer skips it).
+#[test]
+fn gp_read_lock_reader_is_waited_for_membarrier() {
+    read_lock_reader_is_waited_for(true, Some(3));
+}
+
+fn read_lock_reader_is_waited_for(membarrier: bool, bound: Option<usize>) {
     let seen = Outcomes::default();
     let s = seen.clone();
-    check(None, move || {
-        let rcu = Rcu::new();
+    check(bound, move || {
+        let rcu = domain(membarrier);
         let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
         let reader = {
             let (rcu, cell) = (rcu.clone(), cell.clone());
@@ -172,10 +192,21 @@ fn gp_read_lock_reader_is_waited_for() {
 /// Neither free may overlap the reader's section.
 #[test]
 fn gp_concurrent_writers_share_grace_periods() {
+    concurrent_writers_share_grace_periods(false, Some(4));
+}
+
+/// Model 1b in membarrier mode: the sharer's pointer store must reach a reader that acquires
+/// the `gp` of the grace period it shares.
+#[test]
+fn gp_concurrent_writers_share_grace_periods_membarrier() {
+    concurrent_writers_share_grace_periods(true, Some(2));
+}
+
+fn concurrent_writers_share_grace_periods(membarrier: bool, bound: Option<usize>) {
     let shared = Outcomes::default();
     let s = shared.clone();
-    check(Some(4), move || {
-        let rcu = Rcu::new();
+    check(bound, move || {
+        let rcu = domain(membarrier);
         let a = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
         let b = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
         let reader = {
@@ -253,10 +284,20 @@ fn publish_then_flag(cell: &RcuCell<Payload>, done: &AtomicBool) -> Box<Payload>
 /// sees everything done before it".
 #[test]
 fn gp_read_lock_reader_after_synchronize_sees_new() {
+    read_lock_reader_after_synchronize_sees_new(false, None);
+}
+
+/// Model 3a in membarrier mode.
+#[test]
+fn gp_read_lock_reader_after_synchronize_sees_new_membarrier() {
+    read_lock_reader_after_synchronize_sees_new(true, Some(3));
+}
+
+fn read_lock_reader_after_synchronize_sees_new(membarrier: bool, bound: Option<usize>) {
     let seen = Outcomes::default();
     let s = seen.clone();
-    check(None, move || {
-        let rcu = Rcu::new();
+    check(bound, move || {
+        let rcu = domain(membarrier);
         let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
         let done = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -323,9 +364,10 @@ fn gp_qsbr_reader_after_synchronize_sees_new() {
 // 4. No lost wake-up between the per-reader `waiting` flag and the Event.
 // ---------------------------------------------------------------------------------------------
 
-/// A domain whose writer sleeps on the Event at once instead of polling first.
+/// A domain whose writer sleeps on the Event at once instead of polling first (read-lock
+/// readers with full fences; `wakeup_*_membarrier` models use the emulated membarrier).
 fn sleepy_domain() -> Rcu {
-    Rcu::builder().spin_passes(0).build()
+    Rcu::builder().spin_passes(0).membarrier(false).build()
 }
 
 /// Model 4a: a read-lock reader leaves its section while the writer goes to sleep waiting for
@@ -335,6 +377,22 @@ fn sleepy_domain() -> Rcu {
 fn wakeup_read_lock_reader_wakes_sleeping_writer() {
     check(None, || {
         let rcu = sleepy_domain();
+        let me = rcu.loom_reader();
+        let reader = thread::spawn(move || {
+            let guard = me.lock();
+            drop(guard);
+        });
+        rcu.synchronize();
+        reader.join().unwrap();
+    });
+}
+
+/// Model 4a in membarrier mode: the writer's fence before the re-check is the emulated
+/// membarrier. Fails (deadlocks) under `--cfg rcu_broken_wakeup`.
+#[test]
+fn wakeup_read_lock_reader_wakes_sleeping_writer_membarrier() {
+    check(Some(3), || {
+        let rcu = Rcu::builder().spin_passes(0).membarrier(true).build();
         let me = rcu.loom_reader();
         let reader = thread::spawn(move || {
             let guard = me.lock();
@@ -503,7 +561,10 @@ fn call_rcu_batch_waits_for_readers_and_barrier_for_callbacks() {
         let witness = Arc::new(Witness::default());
         let lock: std::sync::Arc<dyn CallbackLock> =
             std::sync::Arc::new(WitnessLock(witness.clone()));
-        let rcu = Rcu::builder().callback_lock(Arc::from_std(lock)).build();
+        let rcu = Rcu::builder()
+            .membarrier(false)
+            .callback_lock(Arc::from_std(lock))
+            .build();
         let data = Arc::new(Versions {
             slots: [Payload::new(OLD), Payload::new(NEW)],
             current: AtomicUsize::new(0),
@@ -545,4 +606,123 @@ fn call_rcu_batch_waits_for_readers_and_barrier_for_callbacks() {
         drop(rcu);
     });
     assert!(seen.get(true) > 0, "no execution had the reader read OLD");
+}
+
+/// Model 7: a callback queued while a grace period is already in progress must wait for a
+/// grace period of its own. A first `call_rcu` starts the reclamation thread and its grace
+/// period; meanwhile a reader enters a section and reads OLD, and the writer unpublishes OLD
+/// and queues its poisoning. The batch must be taken *before* its grace period begins, so the
+/// poisoning callback waits for the next grace period, which waits for the reader. Fails
+/// under `--cfg rcu_broken_batch` (batch taken after the grace period).
+#[test]
+fn call_rcu_queued_during_a_grace_period_waits_for_the_next() {
+    check(Some(2), || {
+        let rcu = Rcu::builder().membarrier(false).build();
+        let data = Arc::new(Versions {
+            slots: [Payload::new(OLD), Payload::new(NEW)],
+            current: AtomicUsize::new(0),
+        });
+        rcu.call_rcu(|| {});
+        let reader = {
+            let (rcu, data) = (rcu.clone(), data.clone());
+            thread::spawn(move || {
+                let me = rcu.loom_reader();
+                let guard = me.lock();
+                let slot = &data.slots[data.current.load(Ordering::Acquire)];
+                slot.read();
+                slot.read();
+                drop(guard);
+            })
+        };
+        data.current.store(1, Ordering::Release);
+        let d = data.clone();
+        rcu.call_rcu(move || d.slots[0].poison());
+        rcu.rcu_barrier();
+        reader.join().unwrap();
+        assert_eq!(
+            rcu.stats().callback_panics,
+            0,
+            "a callback panicked (see above)"
+        );
+        drop(rcu);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Thread exit, the throttle, and the pending count.
+// ---------------------------------------------------------------------------------------------
+
+/// Model 8: a QSBR handle whose thread's exit clean-up ran (what the crate's thread-local
+/// destructor does when the handle lives in a thread-local destroyed later) must not read
+/// unseen by grace periods: the clean-up revokes it. The reader reads, the clean-up runs,
+/// then it reads again if the handle still allows it, while a writer frees OLD. Fails under
+/// `--cfg rcu_broken_exit` (the handle stays readable though unregistered).
+#[test]
+fn exit_revokes_a_qsbr_handle_that_outlives_its_registration() {
+    let reread = Outcomes::default();
+    let r = reread.clone();
+    check(Some(3), move || {
+        let rcu = Rcu::new();
+        let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
+        let reader = {
+            let (rcu, cell) = (rcu.clone(), cell.clone());
+            thread::spawn(move || {
+                let me = rcu.register_qsbr();
+                cell.load(&me).expect("never empty").read();
+                me.loom_thread_exit();
+                let allowed = me.loom_may_read();
+                if allowed {
+                    cell.load(&me).expect("never empty").read();
+                }
+                allowed
+            })
+        };
+        let old = replace_and_free(&cell);
+        r.record(reader.join().unwrap());
+        drop(old);
+    });
+    assert!(
+        reread.get(true) == 0,
+        "a revoked handle was allowed to read"
+    );
+}
+
+/// Model 9: two producers throttled at the high-water mark at the same time must both be
+/// woken when reclamation catches up (a lost wake-up is a loom deadlock). Fails under
+/// `--cfg rcu_broken_throttle` (one shared progress event that each waiter resets).
+#[test]
+fn throttle_wakes_every_waiting_producer() {
+    check(Some(2), || {
+        let rcu = Rcu::builder().membarrier(false).high_water(1).build();
+        // One callback queued: each of the next two is over the mark and waits.
+        rcu.call_rcu(|| {});
+        let producer = {
+            let rcu = rcu.clone();
+            thread::spawn(move || rcu.call_rcu(|| {}))
+        };
+        rcu.call_rcu(|| {});
+        producer.join().unwrap();
+        drop(rcu);
+    });
+}
+
+/// Model 10: `pending` is counted before a callback is published, so the reclamation thread
+/// can never subtract it first, which wrapped `pending` below zero: producers meanwhile saw
+/// ~2^64 callbacks pending (recorded as `max_pending`) and were throttled for nothing.
+/// Fails under `--cfg rcu_broken_pending` (counted after publishing).
+#[test]
+fn call_rcu_pending_never_goes_below_zero() {
+    check(Some(1), || {
+        let rcu = Rcu::builder().membarrier(false).build();
+        rcu.call_rcu(|| {});
+        let producer = {
+            let rcu = rcu.clone();
+            thread::spawn(move || rcu.call_rcu(|| {}))
+        };
+        rcu.call_rcu(|| {});
+        producer.join().unwrap();
+        let max = rcu.stats().max_pending;
+        assert!(max <= 3, "pending went below zero: max_pending {max}");
+        drop(rcu);
+    });
 }
