@@ -556,7 +556,9 @@ impl Inner {
 /// Cheap to clone (a reference count). Most programs use the process-wide [`Rcu::global`];
 /// separate domains isolate subsystems (and tests) from each other's grace periods.
 /// Dropping the last handle runs the callbacks still queued (after a grace period) and stops
-/// the domain's reclamation thread.
+/// the domain's reclamation thread. If the caller holds the domain's [`CallbackLock`], the
+/// drop does not wait for that final batch (which needs the lock): it runs once the lock is
+/// released.
 #[derive(Clone)]
 pub struct Rcu {
     pub(crate) handle: Arc<DomainHandle>,
@@ -813,6 +815,11 @@ impl Rcu {
 ///
 /// Dropping the handle (including during unwinding, or at thread exit if it was leaked)
 /// takes the thread offline and unregisters it, so it never stalls a grace period.
+///
+/// A handle kept in a thread-local whose destructor runs after the crate's own (which
+/// unregisters every registration of the exiting thread) is *revoked* by it: reading through
+/// it, or bringing it online, then panics with a message saying so, instead of reading
+/// unseen by grace periods.
 pub struct QsbrThread {
     rcu: Rcu,
     slot: Arc<Slot>,

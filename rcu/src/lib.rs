@@ -32,40 +32,57 @@
 //! * otherwise `ctr` is the value of `gp` the reader read when it last went online, reported
 //!   a quiescent state, or took its outermost read lock.
 //!
-//! Readers: QSBR online / quiescent state: `ctr = gp` (release), full fence. QSBR offline and
-//! read unlock: `ctr = 0` (release), fence (full for QSBR, the slave fence for read-lock). Read
-//! lock: `ctr = gp`, slave fence. After each of those the reader checks its `waiting` flag and
-//! sets the domain's [`Event`] if a writer sleeps on it.
+//! Readers load `gp` with **acquire** ordering. QSBR online / quiescent state: `ctr = gp`
+//! (release), full fence. QSBR offline and read unlock: `ctr = 0` (release), then the reader's
+//! fence (full for QSBR; for read-lock readers the *slave* fence below). Read lock:
+//! `ctr = gp`, slave fence. After leaving, a reader checks its `waiting` flag and sets the
+//! domain's [`Event`] if a writer sleeps on it.
 //!
-//! `synchronize`: under the grace-period mutex, `gp += 2`, snapshot the registry (a reader
-//! registering later happens after both, through the registry lock, so it reads the new `gp`
-//! and sees the update — also those of callers sharing this grace period, which is why `gp`
-//! must be stored *before* the snapshot), master fence (a full fence, or `membarrier` when the snapshot holds a read-lock reader
-//! that relies on it), then wait until every slot of the snapshot has `ctr == 0 || ctr >= gp`. It polls a bounded number of passes, then sleeps: reset the event,
-//! set the `waiting` flag of each reader still pending, master fence, re-check, wait. A reader
-//! that leaves after the re-check finds its flag set and sets the event (reset earlier), so the
-//! writer cannot miss the wake-up; readers make the system call only when a writer really
-//! sleeps.
+//! The slave fence is a full fence, or, when the domain uses `membarrier(2)` (the default
+//! where the kernel has it), only a compiler barrier: the writer's *master* fence is then
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which makes every running thread of the
+//! process execute a full barrier somewhere between the call's start and its return (a
+//! sleeping thread gets one from the context switch).
 //!
-//! ## Why one pass of a 64-bit counter suffices
+//! `synchronize`: a full fence, then read `gp` with a **read-modify-write** (`fetch_add(0)`,
+//! acquire-release) to learn the target grace period; under the grace-period mutex,
+//! `gp += 2` (again a read-modify-write), snapshot the registry, master fence, then wait until
+//! every slot of the snapshot has `ctr == 0 || ctr >= gp`. It polls for a short time budget,
+//! then sleeps: reset the event, set the `waiting` flag of each reader still pending, master
+//! fence, re-check, wait. A reader that leaves after the re-check finds its flag set and sets
+//! the event (reset earlier), so the writer cannot miss the wake-up; readers make the system
+//! call only when a writer really sleeps. A reader registering after the snapshot does so
+//! under the registry lock, so it happens after the `gp` increment and reads the new `gp`.
 //!
-//! Classic urcu flips a one-bit phase and must wait twice: a reader may have read the old phase
-//! just before the flip and store it just after the writer checked it, and with one bit that
-//! stale value is indistinguishable from a current one. With a 64-bit counter that never wraps
-//! (2^63 grace periods at one per nanosecond is 292 years), a stale value is just an *older*
-//! number, and the only question is whether a reader that the writer does *not* wait for can
-//! still see the old pointer. Take the writer's sequence `store ptr; gp += 2; F_w; load ctr`
-//! and the reader's `store ctr; F_r; load ptr`, with `F_w`/`F_r` the master/slave fences (a
-//! store-buffering pair). The writer skips a reader only if it loads `ctr == 0` or
-//! `ctr >= gp_new`:
+//! ## Why it is correct
 //!
-//! * `ctr == 0`: the reader's store of `ctr` is not visible to the writer's load, so `F_r`
-//!   follows `F_w` in the fences' total order, so the reader's later load of `ptr` sees the new
-//!   pointer. If the reader had read an older `gp` before this, its stale `ctr` only makes a
-//!   *later* grace period wait for it longer — never shorter.
-//! * `ctr >= gp_new`: the reader read `gp` after the increment, which is ordered after the
-//!   pointer store, so (again through the fences) its section began after the new pointer was
-//!   published.
+//! With a 64-bit counter that never wraps (2^63 grace periods at one per nanosecond is 292
+//! years), one pass suffices where classic urcu flips a one-bit phase twice: a stale `ctr` is
+//! just an *older* number, which only makes a grace period wait longer. The question is only
+//! whether a reader the writer does *not* wait for can still hold the old pointer. Writer:
+//! `store ptr; F; rmw gp (g -> g+2); M_w; load ctr`. Reader: `load.acquire gp; store ctr;
+//! S_r; load ptr`. The writer skips a reader only if it loads `ctr == 0` or `ctr >= g+2`.
+//!
+//! * **`ctr >= g+2`**: the reader's acquire load of `gp` read the increment (or a later one).
+//!   The increment is a release read-modify-write after the writer's pointer store, so that
+//!   store happens before the reader's pointer load: it sees the new pointer. A caller that
+//!   *shares* this grace period (it read `g` with its own read-modify-write after storing its
+//!   pointer, and returns when the grace period numbered `g+2` completes) is covered too: its
+//!   read-modify-write precedes the increment in `gp`'s modification order, so the increment
+//!   acquires it, and the chain carries the sharer's store to the reader. This is why `gp`
+//!   is read and incremented by read-modify-writes and loaded with acquire: with a relaxed
+//!   load, a weakly ordered CPU (Arm, POWER, RISC-V) may satisfy the reader's pointer load
+//!   before its `gp` load, store the new `gp` into `ctr` and keep the old pointer, and with
+//!   the membarrier path nothing on the reader's side would forbid it (on x86, TSO forbids
+//!   it; there the acquire load is the same instruction).
+//! * **`ctr == 0`** (or an older value the writer did not see replaced): the reader's store
+//!   of `ctr` was not visible to the writer's load. With fences on both sides, `S_r` and
+//!   `M_w` are a store-buffering pair: `S_r` follows `M_w` in the fences' total order, so
+//!   the reader's pointer load sees the new pointer. With membarrier, the reader's barrier
+//!   `B` (forced by `M_w`) falls somewhere in its program between `M_w`'s start and end. If
+//!   `B` came after the reader's `ctr` store, the writer (after `M_w`) would see that store;
+//!   so `B` came before it, hence before the pointer load, and `B` follows the writer's
+//!   pointer store: the pointer load sees the new pointer.
 //!
 //! Every other reader is waited for until it stores 0 or a newer `gp` with release semantics;
 //! the writer's acquire fence after the wait makes every read of its section happen before the
@@ -74,10 +91,10 @@
 //!
 //! ## Sharing grace periods
 //!
-//! A caller fences, reads `gp = g` and needs the grace period numbered `g + 2` (any grace
-//! period numbered `g` may have begun before the caller's stores). Under the mutex, if
-//! `completed >= g + 2` another caller already ran one: return. Otherwise run it. Concurrent
-//! callers thus share one grace period instead of queueing one each.
+//! A caller reads `gp = g` (read-modify-write, above) and needs the grace period numbered
+//! `g + 2` (any grace period numbered `g` may have begun before the caller's stores). Under
+//! the mutex, if `completed >= g + 2` another caller already ran one: return. Otherwise run it.
+//! Concurrent callers thus share one grace period instead of queueing one each.
 //!
 //! # Reclamation
 //!
@@ -91,11 +108,21 @@
 //!
 //! # Proof
 //!
-//! `tests/loom.rs` model-checks the grace-period core with both reader kinds, the wake-up
-//! protocol and the call_rcu hand-off under loom; building with `--cfg rcu_broken` (no reader
-//! fence) or `--cfg rcu_broken_wakeup` (no writer fence before the re-check) makes loom fail,
-//! and `--cfg rcu_broken_reclaim` makes the list stress test fail. The `rcutorture` binary
-//! runs QEMU's and liburcu's pipeline torture test.
+//! `tests/loom.rs` model-checks the grace-period core with both reader kinds, in both fence
+//! modes (membarrier is emulated: a full fence on the writer, each read-lock reader forced
+//! through a full fence at a point of its program the interleaving chooses, a full fence),
+//! the wake-up protocol, the call_rcu hand-off (including a callback queued while a grace
+//! period is in progress), the throttle's wake-up, the `pending` count and the thread-exit
+//! revocation of a QSBR handle. Each protection has a deliberately broken variant
+//! (`--cfg rcu_broken`, `rcu_broken_wakeup`, `rcu_broken_reclaim`, `rcu_broken_memb`,
+//! `rcu_broken_batch`, `rcu_broken_exit`, `rcu_broken_throttle`, `rcu_broken_pending`) that
+//! `tests/loom-broken.sh` shows the models catch; `rcu_broken_reclaim` is also caught by the
+//! list stress test. The `rcutorture` binary runs QEMU's and liburcu's pipeline torture test.
+//!
+//! # Fork
+//!
+//! The child of `fork()` keeps only the forking thread's registrations, abandons a grace
+//! period another thread was in, and restarts reclamation lazily (see the `fork` module).
 //!
 //! # Example
 //!

@@ -53,9 +53,11 @@ pub trait CallbackLock: Send + Sync + 'static {
     /// Runs `f` while holding the lock. Called only on the reclamation thread, once per batch.
     fn with_lock(&self, f: &mut dyn FnMut());
 
-    /// Whether the calling thread holds the lock. Used to detect `rcu_barrier` deadlocks in
-    /// debug builds (the barrier waits for a batch that needs this lock). The default, `false`,
-    /// disables the check.
+    /// Whether the calling thread holds the lock. `rcu_barrier` panics when it does (it would
+    /// wait for a batch that needs this lock), and a throttled `call_rcu` or the domain's
+    /// last drop do not wait for the reclamation thread then. The default, `false`, disables
+    /// the `rcu_barrier` check; the other two then notice that the reclamation thread is stuck
+    /// waiting for the lock and stop waiting after about 50 ms.
     fn held_by_current_thread(&self) -> bool {
         false
     }
@@ -732,6 +734,11 @@ impl crate::Rcu {
     /// `f` runs while holding the domain's [`CallbackLock`] (if one was given), never on the
     /// caller's thread and never inside a read-side section. Never blocks, except that above
     /// the high-water mark a caller that is not a reader waits for reclamation to catch up.
+    /// That wait never deadlocks: a caller holding the callback lock does not wait (when the
+    /// lock says so through [`CallbackLock::held_by_current_thread`]), and one whose wait
+    /// makes no progress while the reclamation thread waits for the lock stops waiting after
+    /// about 50 ms (it may be the holder); both are counted in
+    /// [`RcuStats::over_high_water`](crate::RcuStats::over_high_water).
     pub fn call_rcu<F: FnOnce() + Send + 'static>(&self, f: F) {
         let inner = &self.handle.inner;
         if Reclaimer::enqueue(inner, f) {
@@ -765,7 +772,10 @@ impl crate::Rcu {
     /// (use [`QsbrThread::rcu_barrier`]), from a callback, and while the calling thread holds
     /// the domain's [`CallbackLock`] (detected when the lock implements
     /// [`CallbackLock::held_by_current_thread`]; the check is one call, so it is made in
-    /// release builds too): each would wait forever.
+    /// release builds too): each would wait forever. Also when the reclamation thread has
+    /// failed three rounds in a row outside any callback (its [`CallbackLock`] or a grace
+    /// period panicked; the message says why): rather than wait for callbacks that cannot
+    /// run, it gives up.
     ///
     /// [`QsbrThread`]: crate::QsbrThread
     /// [`QsbrThread::rcu_barrier`]: crate::QsbrThread::rcu_barrier
