@@ -4,12 +4,17 @@
 //! `read_side_1t`, `read_side_2t`; `atomicptr_floor` (a bare `AtomicPtr` acquire load) is
 //! the reference.
 //!
+//! Timing (not criterion: the same method as liburcu/bench.c, so that both languages are
+//! measured alike): each row's iteration count is calibrated to about 20 ms, then every row is
+//! timed 15 times round-robin and the row reports the median ns per iteration (a JSON row,
+//! appended to `$RCU_BENCH_OUT` when set). `cargo bench -p rcu --bench read_side [-- FILTER]`.
+//!
 //! Every loop has the shape of liburcu's in `liburcu/bench.c`: one section and one load per
 //! iteration, the loaded value passed through `black_box` (there: an empty asm statement with
 //! a memory clobber on the value's address, which is what `black_box` compiles to), so that
 //! no loop is unrolled or has its loads hoisted or merged. Each loop is a function of its own
 //! in [`loops`] (`#[inline(never)]`), so that `objdump -d` shows it alone and the instruction
-//! counter measures the same code that criterion times.
+//! counter measures the same code that is timed.
 //!
 //! QSBR readers call `quiescent_state` every N reads: N = 16 models a vCPU thread (a few
 //! lookups per exit; it then goes offline for `KVM_RUN`), N = 1000 is liburcu's `rperf`
@@ -23,11 +28,10 @@
 //! `valgrind --tool=callgrind` with two iteration counts and reports the difference per
 //! iteration.
 
-use criterion::{criterion_group, Criterion};
 use crossbeam_epoch as epoch;
 use rcu::{QsbrThread, Rcu, RcuCell};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 
@@ -242,16 +246,11 @@ fn run(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> u64 {
     iters
 }
 
-/// Times `iters` iterations (scaled when a QSBR loop ran a few more).
-fn timed(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> Duration {
+/// Nanoseconds per iteration of one timed run of `iters` iterations.
+fn timed(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> f64 {
     let t = Instant::now();
     let done = run(v, s, me, iters);
-    let d = t.elapsed();
-    if done == iters || done == 0 {
-        d
-    } else {
-        d.mul_f64(iters as f64 / done as f64)
-    }
+    t.elapsed().as_nanos() as f64 / done as f64
 }
 
 /// The second thread of the 2-thread group: the same reads until `stop`.
@@ -262,7 +261,56 @@ fn background(v: Variant, s: &Shared, stop: &AtomicBool) {
     }
 }
 
-fn bench_read_side(c: &mut Criterion) {
+/// Repetitions per row, and the time one repetition should take (liburcu/bench.c: the same).
+const REPS: usize = 15;
+const REP_NS: f64 = 20e6;
+
+/// Iterations per repetition of `v`: about `REP_NS`, a multiple of 1000 (whole QSBR chunks).
+fn calibrate(v: Variant, s: &Shared, me: &mut Option<QsbrThread>) -> u64 {
+    run(v, s, me, 100_000); // warm-up
+    let per = timed(v, s, me, 1_000_000).max(0.05);
+    ((REP_NS / per) as u64 / 1000).clamp(10, 200_000) * 1000
+}
+
+/// Measures every row of a group round-robin, `REPS` times (rep 1 of every row, then rep 2 of
+/// every row, ...), so that a noisy second hits every row alike rather than one; emits one
+/// row per variant with the median ns per iteration. `threads == 2`: a background thread
+/// runs the same reads while each repetition is timed.
+fn measure_group(group: &str, variants: &[Variant], s: &Shared, threads: usize) {
+    let mut me = None;
+    let iters: Vec<u64> = variants.iter().map(|&v| calibrate(v, s, &mut me)).collect();
+    let mut samples = vec![Vec::with_capacity(REPS); variants.len()];
+    for _ in 0..REPS {
+        for (i, &v) in variants.iter().enumerate() {
+            let mut one = || samples[i].push(timed(v, s, &mut me, iters[i]));
+            if threads == 2 {
+                common::with_background(
+                    1,
+                    |stop, ready| {
+                        ready();
+                        background(v, s, stop);
+                    },
+                    one,
+                );
+            } else {
+                one();
+            }
+        }
+    }
+    for (i, v) in variants.iter().enumerate() {
+        let med = common::median(&mut samples[i]);
+        common::emit_row(&format!(
+            "{{\"group\": \"{group}\", \"id\": \"{}\", \"median_ns\": {med:.4}, \
+             \"min_ns\": {:.4}, \"max_ns\": {:.4}, \"reps\": {REPS}, \"iters\": {}}}",
+            v.id(),
+            samples[i][0],
+            samples[i][REPS - 1],
+            iters[i]
+        ));
+    }
+}
+
+fn bench_read_side(filter: Option<&str>) {
     let s = Shared::new();
     // Make sure every value is what we think it is before timing anything.
     assert_eq!(s.mb_cell.load(&s.mb_rcu.read_lock()).unwrap().value, 42);
@@ -274,40 +322,22 @@ fn bench_read_side(c: &mut Criterion) {
         let me = s.qsbr_cell.domain().register_qsbr();
         assert_eq!(s.qsbr_cell.reader(&me).load().unwrap().value, 42);
     }
-
-    let mut group = c.benchmark_group("read_side_1t");
-    for v in Variant::all() {
-        let mut me = None;
-        group.bench_function(v.id(), |b| {
-            b.iter_custom(|iters| timed(v, &s, &mut me, iters))
-        });
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("read_side_2t");
-    for v in Variant::all() {
-        if matches!(v, Variant::Qsbr(1) | Variant::QsbrCheckOnce(1)) {
-            continue;
-        }
-        let mut me = None;
-        common::with_background(
-            1,
-            |stop, ready| {
-                ready();
-                background(v, &s, stop);
-            },
-            || {
-                group.bench_function(v.id(), |b| {
-                    b.iter_custom(|iters| timed(v, &s, &mut me, iters))
-                });
-            },
-        );
-    }
-    group.finish();
+    let wanted = |v: &Variant| match filter {
+        Some(f) => v.id().contains(f),
+        None => true,
+    };
+    let one: Vec<Variant> = Variant::all().filter(wanted).collect();
+    measure_group("read_side_1t", &one, &s, 1);
+    let two: Vec<Variant> = one
+        .iter()
+        .copied()
+        .filter(|v| !matches!(v, Variant::Qsbr(1) | Variant::QsbrCheckOnce(1)))
+        .collect();
+    measure_group("read_side_2t", &two, &s, 2);
 }
 
-/// `--callgrind ROW ITERS`: runs ROW's loop once for ITERS iterations (no criterion, no
-/// timing), for `callgrind.sh`; prints the rows with `--callgrind list`.
+/// `--callgrind ROW ITERS`: runs ROW's loop once for ITERS iterations (no timing), for
+/// `callgrind.sh`; prints the rows with `--callgrind list`.
 fn callgrind_mode(args: &[String]) {
     let row = args.first().map(String::as_str).unwrap_or("list");
     if row == "list" {
@@ -335,21 +365,16 @@ fn callgrind_mode(args: &[String]) {
     );
 }
 
-criterion_group! {
-    name = benches;
-    config = common::criterion();
-    targets = bench_read_side
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--callgrind") {
         callgrind_mode(&args[i + 1..]);
         return;
     }
-    benches();
-    Criterion::default()
-        .output_directory(&common::criterion_home())
-        .configure_from_args()
-        .final_summary();
+    // `cargo bench` passes `--bench`; anything else that is not a flag filters the rows.
+    bench_read_side(
+        args.iter()
+            .find(|a| !a.starts_with('-'))
+            .map(String::as_str),
+    );
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown tables (and the issue targets) from one run of the rcu benchmarks and liburcu's.
 
-Reproduce (2 cores; ~12 min; needs gcc, liburcu-dev, valgrind):
+Reproduce (2 cores; ~10 min; needs gcc, liburcu-dev, valgrind):
 
     rcu/benches/run.sh                  # builds, runs every part, prints these tables
     rcu/benches/run.sh sync             # one part: read sync call_rcu mix callgrind
@@ -10,12 +10,14 @@ Reproduce (2 cores; ~12 min; needs gcc, liburcu-dev, valgrind):
 
 Options: --target DIR (default: $CARGO_TARGET_DIR or <workspace>/target).
 
-Sources, all under <target>/rcu-bench/: criterion's results (criterion/, the read side and
-the update mix: criterion's median of its per-sample means, with its 95% CI), and JSON rows
-(*.jsonl) from synchronize.rs, call_rcu.rs, liburcu/bench.c and callgrind.sh. liburcu's read
-loops run before and after ours (their median of 15 repetitions each; the table shows the
-median of both runs); synchronize runs in rounds (ours, liburcu QSBR, liburcu memb), and the
-table shows the median of the rounds' percentiles and the pooled share of calls over 1 ms.
+Sources, all under <target>/rcu-bench/: JSON rows (*.jsonl) from read_side.rs,
+synchronize.rs, call_rcu.rs, liburcu/bench.c and callgrind.sh, and criterion's results for
+the update mix (criterion/: the median of its per-sample means). run.sh runs the read side,
+synchronize and call_rcu in rounds that interleave us and liburcu; each number is the median
+over the rounds of each round's median (read side: of 15 repetitions, round-robin over the
+rows; call_rcu: of 21 batches of 20,000 or 7 of 1,000,000); "min .. max" spans every
+repetition. synchronize: the median over rounds of each percentile, and the pooled count of
+calls over 1 ms. Ratios are taken within this run only.
 """
 
 import argparse
@@ -118,7 +120,8 @@ def merged(runs):
         "lo_ns": min(r.get("min_ns", r["median_ns"]) for r in runs),
         "hi_ns": max(r.get("max_ns", r["median_ns"]) for r in runs),
         "elements": runs[0].get("elements"),
-        "c": True,
+        "c": runs[0]["id"].startswith("liburcu"),
+        "rounds": len(runs),
     }
 
 
@@ -165,7 +168,7 @@ def read_table(title, rows, instr):
     floor_r = rows.get("atomicptr_floor", {}).get("median_ns")
     floor_c = rows.get("liburcu_floor", {}).get("median_ns")
     lines = [f"#### {title}", ""]
-    head = ["benchmark", "time/iter", "range", "x Rust floor", "x liburcu floor",
+    head = ["benchmark", "time/iter", "min .. max", "x Rust floor", "x liburcu floor",
             "x liburcu (same kind)"]
     if instr:
         head += ["instr/iter", "instr x floor (same language)"]
@@ -298,7 +301,7 @@ def mix_table(rows):
         "#### Update-heavy mix: one updater (swap + retire) and one reader checking a magic "
         "value",
         "",
-        "| benchmark | median | range | rate | ratio |",
+        "| benchmark | median | min .. max | rate | ratio |",
         "|---|---|---|---|---|",
     ]
     for rid in sorted(rows):

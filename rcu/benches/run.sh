@@ -1,11 +1,14 @@
 #!/bin/sh
 # Runs the rcu benchmarks and liburcu's beside them in one go, then prints the tables.
-#   rcu/benches/run.sh                 every part (about 12 minutes on 2 cores)
+#   rcu/benches/run.sh                 every part (about 10 minutes on 2 cores)
 #   rcu/benches/run.sh sync call_rcu   some parts: read sync call_rcu mix callgrind
-# Builds once (so that every round measures the same code), then per part:
-#   read       liburcu's read loops, our criterion read_side bench, liburcu's again
-#   sync       $SYNC_ROUNDS rounds (default 3) of: ours, liburcu QSBR, liburcu memb
-#   call_rcu   ours, then liburcu's, batches of 20,000 and 1,000,000
+# Builds once (so that every round measures the same code), then per part, in $ROUNDS
+# rounds (default 3) that interleave us and liburcu (the machine is noisy: report.py takes
+# the median over the rounds):
+#   read       liburcu QSBR, liburcu memb, ours: the read loops, 1 and 2 threads
+#   sync       ours, liburcu QSBR, liburcu memb: synchronize latency, 0/1/2 busy readers
+#   call_rcu   ours, liburcu QSBR, liburcu memb: batches of 20,000 and 1,000,000
+# and once:
 #   mix        our criterion update_mix bench, then liburcu's
 #   callgrind  instruction counts (callgrind.sh)
 # Results go to <target>/rcu-bench/ (a part's old results are removed when it runs);
@@ -19,7 +22,7 @@ mkdir -p "$out"
 export CARGO_TARGET_DIR=$target
 export CRITERION_HOME=$out/criterion
 parts=${*:-read sync call_rcu mix callgrind}
-rounds=${SYNC_ROUNDS:-3}
+rounds=${ROUNDS:-3}
 
 # Build every bench executable once; run them directly afterwards.
 (cd "$root" && cargo bench -p rcu --no-run --message-format=json) >"$out/build.json"
@@ -41,13 +44,15 @@ for part in $parts; do
     echo "== $part" >&2
     case $part in
     read)
-        rm -rf "$CRITERION_HOME/read_side_1t" "$CRITERION_HOME/read_side_2t"
         : >"$out/read.jsonl"
-        "$c_qsbr" read >>"$out/read.jsonl"
-        "$c_memb" read >>"$out/read.jsonl"
-        "$(exe read_side)" --bench
-        "$c_qsbr" read >>"$out/read.jsonl"
-        "$c_memb" read >>"$out/read.jsonl"
+        i=1
+        while [ "$i" -le "$rounds" ]; do
+            echo "-- round $i of $rounds" >&2
+            "$c_qsbr" read | tee -a "$out/read.jsonl"
+            "$c_memb" read | tee -a "$out/read.jsonl"
+            RCU_BENCH_OUT=$out/read.jsonl "$(exe read_side)" --bench
+            i=$((i + 1))
+        done
         ;;
     sync)
         : >"$out/sync.jsonl"
@@ -62,9 +67,14 @@ for part in $parts; do
         ;;
     call_rcu)
         : >"$out/call_rcu.jsonl"
-        RCU_BENCH_OUT=$out/call_rcu.jsonl "$(exe call_rcu)" --bench
-        "$c_qsbr" call_rcu | tee -a "$out/call_rcu.jsonl"
-        "$c_memb" call_rcu | tee -a "$out/call_rcu.jsonl"
+        i=1
+        while [ "$i" -le "$rounds" ]; do
+            echo "-- round $i of $rounds" >&2
+            RCU_BENCH_OUT=$out/call_rcu.jsonl "$(exe call_rcu)" --bench
+            "$c_qsbr" call_rcu | tee -a "$out/call_rcu.jsonl"
+            "$c_memb" call_rcu | tee -a "$out/call_rcu.jsonl"
+            i=$((i + 1))
+        done
         ;;
     mix)
         rm -rf "$CRITERION_HOME/update_mix"
