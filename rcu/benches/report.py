@@ -15,9 +15,10 @@ synchronize.rs, call_rcu.rs, liburcu/bench.c and callgrind.sh, and criterion's r
 the update mix (criterion/: the median of its per-sample means). run.sh runs the read side,
 synchronize and call_rcu in rounds that interleave us and liburcu; each number is the median
 over the rounds of each round's median (read side: of 15 repetitions, round-robin over the
-rows; call_rcu: of 21 batches of 20,000 or 7 of 1,000,000); "min .. max" spans every
-repetition. synchronize: the median over rounds of each percentile, and the pooled count of
-calls over 1 ms. Ratios are taken within this run only.
+rows; call_rcu: of 21 batches of 20,000 or 7 of 1,000,000); the read side's "min" is its
+fastest repetition of all rounds (the least disturbed one). synchronize: the median over
+rounds of each percentile, and the pooled count of calls over 1 ms. Ratios are taken within
+this run only.
 """
 
 import argparse
