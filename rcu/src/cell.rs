@@ -21,7 +21,8 @@ use std::ptr::{self, NonNull};
 /// [`ReadGuard`]: crate::ReadGuard
 pub struct RcuCell<T: Send + Sync + 'static> {
     ptr: AtomicPtr<T>,
-    id: u64,
+    /// The domain's key ([`Rcu::key`]), for the readers' check.
+    key: u64,
     rcu: Rcu,
     _owns: PhantomData<Box<T>>,
 }
@@ -29,7 +30,7 @@ pub struct RcuCell<T: Send + Sync + 'static> {
 impl<T: Send + Sync + 'static> std::fmt::Debug for RcuCell<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RcuCell")
-            .field("domain", &self.id)
+            .field("domain", &self.rcu.id())
             .field("is_some", &!self.ptr.load(Ordering::Relaxed).is_null())
             .finish()
     }
@@ -50,7 +51,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     pub fn new_in(rcu: &Rcu, value: Option<T>) -> Self {
         RcuCell {
             ptr: AtomicPtr::new(into_raw(value.map(Box::new))),
-            id: rcu.id(),
+            key: rcu.key(),
             rcu: rcu.clone(),
             _owns: PhantomData,
         }
@@ -68,7 +69,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     /// If `reader` belongs to another domain, or is an offline [`QsbrThread`].
     #[inline(always)]
     pub fn load<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> Option<&'r T> {
-        reader.check(self.id);
+        reader.check(self.key);
         // Acquire pairs with the writer's release: the value's contents are visible.
         let p = self.ptr.load(Ordering::Acquire);
         // SAFETY: a non-null pointer was published by a writer from a live Box and is freed
@@ -96,7 +97,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     /// revoked [`QsbrThread`].
     #[inline(always)]
     pub fn reader<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> CellReader<'r, T> {
-        reader.check(self.id);
+        reader.check(self.key);
         CellReader { ptr: &self.ptr }
     }
 

@@ -9,7 +9,7 @@ use crate::reclaim::{CallbackLock, Reclaimer};
 use crate::stats::{RcuStats, StatCounters};
 #[cfg(loom)]
 use crate::sync::thread;
-use crate::sync::{fence, Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::sync::{fence, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use std::marker::PhantomData;
 use std::time::Duration;
 #[cfg(not(loom))]
@@ -40,17 +40,18 @@ impl std::fmt::Display for ReaderKind {
 #[repr(align(128))]
 pub(crate) struct Slot {
     /// 0: holds no references (offline, or outside any read section). Otherwise the value of
-    /// the domain's `gp` this reader observed when it last went online / quiescent / locked.
+    /// the domain's `gp` this reader observed when it last went online / quiescent / locked,
+    /// plus, for a read-lock reader, its nesting depth in the low bits ([`NEST_MASK`]; `gp`
+    /// is a multiple of [`GP_STEP`]), as liburcu keeps it: one word to load and store.
     pub(crate) ctr: AtomicU64,
     /// Set by a writer that is about to sleep waiting for this reader.
     pub(crate) waiting: AtomicBool,
-    /// Read-lock nesting depth. Only the owner thread touches it.
-    pub(crate) nesting: AtomicU32,
-    /// QSBR: the domain id while the handle is online, 0 while offline, [`REVOKED`] once the
+    /// QSBR: the domain's key while the handle is online, 0 while offline, [`REVOKED`] once the
     /// thread's exit tore the registration down. Only the owner thread touches it; it lives
     /// here rather than in the [`QsbrThread`] so that the thread-exit clean-up, which cannot
-    /// reach the handle, can revoke it.
-    pub(crate) reading: AtomicU64,
+    /// reach the handle, can revoke it. A std atomic even under loom: no other thread
+    /// touches it, so it is no synchronization point to explore.
+    pub(crate) reading: std::sync::atomic::AtomicU64,
     pub(crate) kind: ReaderKind,
     /// For stall warnings (not built under loom).
     #[cfg_attr(loom, allow(dead_code))]
@@ -114,8 +115,7 @@ impl Slot {
         Slot {
             ctr: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
-            nesting: AtomicU32::new(0),
-            reading: AtomicU64::new(0),
+            reading: std::sync::atomic::AtomicU64::new(0),
             kind,
             name,
             #[cfg(loom)]
@@ -154,7 +154,7 @@ struct LineBreak;
 pub(crate) struct Inner {
     /// Unique for the life of the process (never reused, unlike an address).
     pub(crate) id: u64,
-    /// The grace-period counter: odd, starts at 1, `+= 2` per grace period.
+    /// The grace-period counter: starts at [`GP_STEP`], `+= GP_STEP` per grace period.
     pub(crate) gp: AtomicU64,
     pub(crate) config: Config,
     _line_break: LineBreak,
@@ -170,7 +170,15 @@ pub(crate) struct Inner {
     pub(crate) reclaim: Reclaimer,
 }
 
-/// [`Slot::reading`] of a QSBR registration torn down at thread exit (never a domain id).
+/// The grace-period counter's increment. The bits below it hold a read-lock reader's nesting
+/// depth in its `ctr`, so a reader's `ctr` (snapshot plus depth) compares with `gp` as its
+/// snapshot does. 2^56 grace periods at ten million a second last 228 years: it never wraps.
+pub(crate) const GP_STEP: u64 = 1 << 8;
+
+/// The nesting depth in a read-lock reader's `ctr` (at most 255).
+pub(crate) const NEST_MASK: u64 = GP_STEP - 1;
+
+/// [`Slot::reading`] of a QSBR registration torn down at thread exit (never a domain key).
 pub(crate) const REVOKED: u64 = u64::MAX;
 
 fn next_domain_id() -> u64 {
@@ -227,7 +235,7 @@ impl Inner {
     /// it, so that a later read through the handle panics instead of running unprotected,
     /// and unregister it.
     pub(crate) fn revoke_qsbr(&self, slot: &Arc<Slot>) {
-        if slot.reading.load(Ordering::Relaxed) == self.id {
+        if slot.reading.load(Ordering::Relaxed) == self.key() {
             self.reader_exit(slot);
         }
         // The deliberately broken variant (loom): the handle stays readable after its slot is
@@ -238,9 +246,17 @@ impl Inner {
         {
             let id = slot.reading.load(Ordering::Relaxed);
             slot.reading
-                .store(if id == 0 { 0 } else { self.id }, Ordering::Relaxed);
+                .store(if id == 0 { 0 } else { self.key() }, Ordering::Relaxed);
         }
         self.unregister(slot);
+    }
+
+    /// The domain's key: its address, which readers compare in their checks (a register
+    /// compare on the read-lock path, where an id would cost a load). Unique among live
+    /// domains, and every holder of a key (cells, lists, QSBR handles) keeps its domain alive.
+    #[inline(always)]
+    pub(crate) fn key(&self) -> u64 {
+        self as *const Inner as usize as u64
     }
 
     /// Removes `slot` from the registry. The slot must already be at `ctr == 0`.
@@ -327,7 +343,7 @@ impl Inner {
         // have, which a weakly ordered CPU may satisfy after the section's pointer load.
         #[cfg(rcu_broken_memb)]
         let gp = self.gp.load(Ordering::Relaxed);
-        slot.ctr.store(gp, Ordering::Relaxed);
+        slot.ctr.store(gp + 1, Ordering::Relaxed);
         // Pairs with the writer's master fence (store-buffering), as for QSBR.
         #[cfg(not(rcu_broken))]
         reader_slave_fence(membarrier);
@@ -349,7 +365,7 @@ impl Inner {
         // too, so it acquires this caller's stores even when another caller runs the grace
         // period we share, and readers that acquire the new `gp` see them.
         fence(Ordering::SeqCst);
-        let target = self.gp.fetch_add(0, Ordering::AcqRel) + 2;
+        let target = self.gp.fetch_add(0, Ordering::AcqRel) + GP_STEP;
         let mut pending = self.gp_lock.lock();
         if self.completed.load(Ordering::Acquire) >= target {
             // Another caller ran a whole grace period that began after we were called.
@@ -358,9 +374,9 @@ impl Inner {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // Under gp_lock no grace period is running (gp == completed, or completed + 2 in a
+        // Under gp_lock no grace period is running (gp == completed, or one step ahead in a
         // forked child whose parent was in one): the new grace period is exactly `target`.
-        let new = self.gp.load(Ordering::Relaxed) + 2;
+        let new = self.gp.load(Ordering::Relaxed) + GP_STEP;
         debug_assert_eq!(new, target);
         // Start the grace period, then snapshot the readers. One that registers after the
         // snapshot does so under the registry lock, so it happens after the `gp` store: it reads
@@ -373,7 +389,7 @@ impl Inner {
         // the fence pairs may be a compiler barrier) is involved; if none is, a plain fence on
         // our side completes every pair and the membarrier system call (IPIs to every CPU
         // running one of our threads) is skipped.
-        self.gp.fetch_add(2, Ordering::AcqRel);
+        self.gp.fetch_add(GP_STEP, Ordering::AcqRel);
         pending.clear();
         pending.extend(self.registry.lock().iter().cloned());
         let membarrier =
@@ -472,15 +488,15 @@ impl Inner {
         self.stats.stalls.fetch_add(1, Ordering::Relaxed);
         for s in pending {
             let ctr = s.ctr.load(Ordering::Relaxed);
-            let behind = gp.saturating_sub(ctr) / 2;
+            let behind = gp.saturating_sub(ctr) / GP_STEP;
             log::warn!(
                 "rcu stall: grace period {} has waited {:?} for {} '{}': it has not passed a \
                  quiescent state since grace period {} began ({} grace period(s) ago){}",
-                gp / 2,
+                gp / GP_STEP,
                 waited,
                 s.kind,
                 s.name,
-                ctr / 2,
+                ctr / GP_STEP,
                 behind,
                 match s.kind {
                     ReaderKind::Qsbr =>
@@ -679,8 +695,8 @@ impl RcuBuilder {
         let use_membarrier = self.membarrier && crate::membarrier::available();
         let inner = Arc::new(Inner {
             id: next_domain_id(),
-            gp: AtomicU64::new(1),
-            completed: AtomicU64::new(1),
+            gp: AtomicU64::new(GP_STEP),
+            completed: AtomicU64::new(GP_STEP),
             gp_lock: Mutex::new(Vec::new()),
             registry: Mutex::new(Vec::new()),
             event: Event::new(false),
@@ -736,6 +752,12 @@ impl Rcu {
         self.inner().id
     }
 
+    /// The key readers' checks compare (see `Inner::key`).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> u64 {
+        self.inner().key()
+    }
+
     /// Whether read-lock readers of this domain use the membarrier fast path.
     pub fn uses_membarrier(&self) -> bool {
         self.inner().config.use_membarrier
@@ -755,12 +777,12 @@ impl Rcu {
         let slot = self.inner().register(ReaderKind::Qsbr);
         #[cfg(not(loom))]
         crate::local::remember(self, &slot, ReaderKind::Qsbr);
-        slot.reading.store(self.inner().id, Ordering::Relaxed);
+        slot.reading.store(self.inner().key(), Ordering::Relaxed);
         self.inner().qsbr_online(&slot);
         QsbrThread {
             rcu: self.clone(),
             slot,
-            id: self.inner().id,
+            key: self.inner().key(),
             _not_send: PhantomData,
         }
     }
@@ -823,14 +845,15 @@ impl Rcu {
 pub struct QsbrThread {
     rcu: Rcu,
     slot: Arc<Slot>,
-    id: u64,
+    /// The domain's key (`Inner::key`), what `reading` holds while online.
+    key: u64,
     _not_send: PhantomData<*const ()>,
 }
 
 impl std::fmt::Debug for QsbrThread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QsbrThread")
-            .field("domain", &self.id)
+            .field("domain", &self.rcu.id())
             .field("online", &self.is_online())
             .finish()
     }
@@ -867,7 +890,7 @@ impl QsbrThread {
     pub fn online(&mut self) {
         match self.slot.reading.load(Ordering::Relaxed) {
             0 => {
-                self.slot.reading.store(self.id, Ordering::Relaxed);
+                self.slot.reading.store(self.key, Ordering::Relaxed);
                 self.rcu.inner().qsbr_online(&self.slot);
             }
             REVOKED => revoked(),
@@ -878,7 +901,7 @@ impl QsbrThread {
     /// Whether the thread is online.
     #[inline]
     pub fn is_online(&self) -> bool {
-        self.slot.reading.load(Ordering::Relaxed) == self.id
+        self.slot.reading.load(Ordering::Relaxed) == self.key
     }
 
     /// Runs `f` offline (for blocking calls: `KVM_RUN`, `poll`) and comes back online.
@@ -915,7 +938,7 @@ impl QsbrThread {
     /// of [`ReadSide`] without its panic).
     #[cfg(loom)]
     pub fn loom_may_read(&self) -> bool {
-        self.slot.reading.load(Ordering::Relaxed) == self.id
+        self.slot.reading.load(Ordering::Relaxed) == self.key
     }
 }
 
@@ -924,7 +947,7 @@ impl Drop for QsbrThread {
         self.offline();
         self.rcu.inner().unregister(&self.slot);
         #[cfg(not(loom))]
-        crate::local::forget(self.id, &self.slot);
+        crate::local::forget(self.rcu.id(), &self.slot);
     }
 }
 
@@ -939,8 +962,9 @@ impl Drop for QsbrThread {
 /// guarantees that grace periods of domain `id` wait for the current thread for as long as the
 /// `&self` borrow lasts.
 pub unsafe trait ReadSide: sealed::Sealed {
-    /// Panics unless this is a live reader of domain `id`.
-    fn check(&self, id: u64);
+    /// Panics unless this is a live reader of the domain whose key is `key` (an opaque value
+    /// the crate's data structures take from their domain).
+    fn check(&self, key: u64);
 }
 
 mod sealed {
@@ -973,9 +997,9 @@ fn revoked() -> ! {
 // fails from then on; it runs on this same thread, between two of its reads.
 unsafe impl ReadSide for QsbrThread {
     #[inline(always)]
-    fn check(&self, id: u64) {
+    fn check(&self, key: u64) {
         let reading = self.slot.reading.load(Ordering::Relaxed);
-        if reading != id {
+        if reading != key {
             match reading {
                 0 => not_a_reader("read through an offline QsbrThread: call online() first"),
                 REVOKED => revoked(),
@@ -994,8 +1018,6 @@ unsafe impl ReadSide for QsbrThread {
 pub struct ReadGuard<'a> {
     pub(crate) inner: &'a Inner,
     pub(crate) slot: *const Slot,
-    /// `inner.id`, copied at lock time: the domain checks compare a register.
-    pub(crate) id: u64,
     pub(crate) _not_send: PhantomData<*const ()>,
 }
 
@@ -1003,49 +1025,57 @@ pub struct ReadGuard<'a> {
 // the guard cannot outlive its `&'a Rcu` or leave its thread.
 unsafe impl ReadSide for ReadGuard<'_> {
     #[inline(always)]
-    fn check(&self, id: u64) {
-        if self.id != id {
+    fn check(&self, key: u64) {
+        if self.inner.key() != key {
             not_a_reader("read through a ReadGuard of another RCU domain than the data's");
         }
     }
 }
 
 impl ReadGuard<'_> {
-    // The outermost level stores the constants 1 and 0 rather than `n + 1` / `n - 1`: the
-    // (predicted) branch then breaks the data dependency that would otherwise chain every
-    // lock/unlock pair of a loop through two store-to-load forwardings of `nesting`.
-    // The nested cases are out of line so that the outermost path is straight-line code.
+    // The nesting depth lives in `ctr`'s low bits: the outermost lock and unlock are one load
+    // and one store of `ctr` (plus `gp` and the fence), and the nested cases are out of line,
+    // so that the outermost path is straight-line code. The outermost unlock stores the
+    // constant 0, which breaks the data dependency through `ctr` between iterations.
     #[inline(always)]
     pub(crate) fn enter(inner: &Inner, slot: &Slot, membarrier: bool) {
         membarrier_point(slot);
-        let n = slot.nesting.load(Ordering::Relaxed);
-        if n == 0 {
-            slot.nesting.store(1, Ordering::Relaxed);
+        let c = slot.ctr.load(Ordering::Relaxed);
+        if c == 0 {
             inner.lock_outermost(slot, membarrier);
         } else {
-            nest(slot, n + 1);
+            nest_enter(slot, c);
         }
     }
 
     #[inline(always)]
     pub(crate) fn exit(inner: &Inner, slot: &Slot, membarrier: bool) {
         membarrier_point(slot);
-        let n = slot.nesting.load(Ordering::Relaxed);
-        if n == 1 {
-            slot.nesting.store(0, Ordering::Relaxed);
+        let c = slot.ctr.load(Ordering::Relaxed);
+        if c & NEST_MASK == 1 {
             inner.read_unlock_outermost(slot, membarrier);
         } else {
-            nest(slot, n - 1);
+            nest_exit(slot, c);
         }
         membarrier_point(slot);
     }
 }
 
-/// A nested `read_lock`/unlock: only the depth changes.
+/// A nested `read_lock`: only the depth changes.
 #[cold]
 #[inline(never)]
-fn nest(slot: &Slot, depth: u32) {
-    slot.nesting.store(depth, Ordering::Relaxed);
+fn nest_enter(slot: &Slot, ctr: u64) {
+    if ctr & NEST_MASK == NEST_MASK {
+        panic!("rcu: read_lock() nested more than {NEST_MASK} deep on one thread");
+    }
+    slot.ctr.store(ctr + 1, Ordering::Relaxed);
+}
+
+/// A nested unlock: only the depth changes.
+#[cold]
+#[inline(never)]
+fn nest_exit(slot: &Slot, ctr: u64) {
+    slot.ctr.store(ctr - 1, Ordering::Relaxed);
 }
 
 /// The reader's half of the store-buffering pairs: a compiler barrier when the domain uses
@@ -1110,8 +1140,8 @@ pub struct LoomGuard<'a> {
 
 #[cfg(loom)]
 unsafe impl ReadSide for LoomGuard<'_> {
-    fn check(&self, id: u64) {
-        assert_eq!(self.reader.rcu.inner().id, id);
+    fn check(&self, key: u64) {
+        assert_eq!(self.reader.rcu.inner().key(), key);
         membarrier_point(&self.reader.slot);
     }
 }

@@ -24,7 +24,8 @@ pub struct RcuList<T: Send + Sync + 'static> {
     len: AtomicUsize,
     writer: parking_lot::Mutex<()>,
     rcu: Rcu,
-    id: u64,
+    /// The domain's key ([`Rcu::key`]), for the readers' check.
+    key: u64,
     _owns: PhantomData<Box<Node<T>>>,
 }
 
@@ -52,7 +53,7 @@ impl<T: Send + Sync + 'static> RcuList<T> {
             len: AtomicUsize::new(0),
             writer: parking_lot::Mutex::new(()),
             rcu: rcu.clone(),
-            id: rcu.id(),
+            key: rcu.key(),
             _owns: PhantomData,
         }
     }
@@ -80,7 +81,7 @@ impl<T: Send + Sync + 'static> RcuList<T> {
     ///
     /// If `reader` belongs to another domain or is an offline QSBR thread.
     pub fn iter<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> Iter<'r, T> {
-        reader.check(self.id);
+        reader.check(self.key);
         Iter {
             next: self.head.load(Ordering::Acquire),
             _life: PhantomData,

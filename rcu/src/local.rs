@@ -1,7 +1,7 @@
 //! Per-thread registrations: the read-lock fast path and the thread-exit clean-up.
 //!
 //! Each thread keeps a list of its registrations (read-lock slots it created lazily and the
-//! QSBR handles it registered), plus a one-entry cache (domain id -> slot) that makes the
+//! QSBR handles it registered), plus a one-entry cache (domain address -> slot) that makes the
 //! outermost `read_lock` a thread-local compare, one load of `gp` and two stores. When the
 //! thread exits, the destructor takes every registration offline and unregisters it, so an
 //! exited thread can never stall a grace period.
@@ -23,10 +23,16 @@ struct ThreadRegs {
     regs: RefCell<Vec<Registration>>,
 }
 
-/// The `read_lock` fast path's one-entry cache (domain id -> slot). Kept apart from `REGS`
+/// The `read_lock` fast path's one-entry cache (domain -> slot). Kept apart from `REGS`
 /// because it has no destructor, so reaching it needs no "destructor registered?" check.
+///
+/// Keyed by the domain's *address*, which the fast path has in a register (an id would cost a
+/// load). An address can be reused once its allocation is freed, but never while the cache
+/// holds it: the cached slot's registration in `REGS` holds a `Weak` of that domain, which
+/// keeps the allocation, and the cache is overwritten or cleared whenever that registration
+/// is dropped (`slow_lookup`, thread exit).
 struct Cache {
-    id: Cell<u64>,
+    key: Cell<usize>,
     slot: Cell<*const Slot>,
 }
 
@@ -34,7 +40,7 @@ impl Drop for ThreadRegs {
     fn drop(&mut self) {
         // The slots below are about to be unregistered and freed: later `read_lock`s on this
         // thread must take the slow path (which panics, REGS being gone).
-        let _ = CACHE.try_with(|c| c.id.set(0));
+        let _ = CACHE.try_with(|c| c.key.set(0));
         for reg in self.regs.get_mut().drain(..) {
             let Some(inner) = reg.domain.upgrade() else {
                 continue;
@@ -48,7 +54,7 @@ impl Drop for ThreadRegs {
                     inner.revoke_qsbr(&reg.slot);
                 }
                 ReaderKind::ReadLock => {
-                    if reg.slot.nesting.load(Ordering::Relaxed) == 0 {
+                    if reg.slot.ctr.load(Ordering::Relaxed) == 0 {
                         inner.unregister(&reg.slot);
                     } else {
                         // A guard is still alive (held by another thread-local's destructor).
@@ -70,7 +76,7 @@ thread_local! {
     };
     static CACHE: Cache = const {
         Cache {
-            id: Cell::new(0),
+            key: Cell::new(0),
             slot: Cell::new(std::ptr::null()),
         }
     };
@@ -90,7 +96,7 @@ impl Rcu {
     pub fn read_lock(&self) -> ReadGuard<'_> {
         let inner = self.inner();
         let slot = CACHE.with(|c| {
-            if c.id.get() == inner.id {
+            if c.key.get() == inner as *const Inner as usize {
                 c.slot.get()
             } else {
                 REGS.with(|r| slow_lookup(r, c, self))
@@ -103,7 +109,6 @@ impl Rcu {
         ReadGuard {
             inner,
             slot,
-            id: inner.id,
             _not_send: PhantomData,
         }
     }
@@ -132,7 +137,7 @@ fn slow_lookup(r: &ThreadRegs, cache: &Cache, rcu: &Rcu) -> *const Slot {
             p
         }
     };
-    cache.id.set(inner.id);
+    cache.key.set(inner as *const Inner as usize);
     cache.slot.set(slot);
     slot
 }
@@ -183,8 +188,7 @@ pub(crate) fn reading_kind(rcu: &Rcu) -> Option<ReaderKind> {
         regs.iter()
             .filter(|g| g.id == id)
             .find(|g| match g.slot.kind {
-                ReaderKind::ReadLock => g.slot.nesting.load(Ordering::Relaxed) > 0,
-                ReaderKind::Qsbr => g.slot.ctr.load(Ordering::Relaxed) != 0,
+                ReaderKind::ReadLock | ReaderKind::Qsbr => g.slot.ctr.load(Ordering::Relaxed) != 0,
             })
             .map(|g| g.slot.kind)
     })

@@ -801,7 +801,7 @@ impl crate::Rcu {
         // A read-modify-write, as in `synchronize`, so that the grace period's increment
         // acquires the caller's stores.
         crate::sync::fence(Ordering::SeqCst);
-        GpToken(self.inner().gp.fetch_add(0, Ordering::AcqRel) + 2)
+        GpToken(self.inner().gp.fetch_add(0, Ordering::AcqRel) + crate::domain::GP_STEP)
     }
 
     /// Whether the grace period named by `token` has completed: a few loads, no allocation.

@@ -21,18 +21,30 @@
 //!
 //! | cfg | what is removed | models that must fail |
 //! |---|---|---|
-//! | `rcu_broken` | the read-lock reader's fence | `gp_read_lock_*`, `gp_concurrent_writers_*` |
+//! | `rcu_broken` | the read-lock reader's fence | `gp_read_lock_*` (fence mode), `gp_concurrent_writers_*` |
 //! | `rcu_broken_wakeup` | the writer's fence between `waiting` and the re-check | `wakeup_*` (deadlock) |
-//! | `rcu_broken_reclaim` | the grace period before a callback batch | `call_rcu_*` |
+//! | `rcu_broken_reclaim` | the grace period before a callback batch | `call_rcu_batch_*` |
+//! | `rcu_broken_memb` | the acquire on the reader's `gp` load (membarrier mode) | `gp_read_lock_reader_is_waited_for_membarrier` |
+//! | `rcu_broken_batch` | taking the batch before its grace period | `call_rcu_queued_during_*` |
+//! | `rcu_broken_exit` | revoking a live `QsbrThread` at thread exit | `exit_revokes_*` |
+//! | `rcu_broken_throttle` | the throttle's counter + condvar (a shared reset event) | `throttle_*` (deadlock) |
+//! | `rcu_broken_pending` | counting a callback before publishing it | `call_rcu_pending_*` |
 //!
 //! Each model has its own preemption bound (`None`: exhaustive), chosen so that the file runs
-//! in about a minute on two cores; `LOOM_MAX_PREEMPTIONS` overrides them all. `--nocapture`
+//! in about four minutes on two cores (and every broken variant is still caught);
+//! `LOOM_MAX_PREEMPTIONS` overrides them all. `--nocapture`
 //! shows how many executions each model explored.
 //!
-//! What loom cannot model stays outside these models: `membarrier(2)` (under loom the domain
-//! always uses real fences on both sides), time (the batching delay, stall warnings and
-//! timeouts are compiled out under `cfg(loom)`), and the thread-local registration of
-//! `read_lock` (`local.rs`, replaced by `loom_reader`).
+//! `membarrier(2)` is emulated (`domain::LoomMembarrier`): the writer fences, asks every
+//! read-lock reader it checks to fence, waits until each has done so at one of its membarrier
+//! points (around every step of its lock, load and unlock; which one is the interleaving's
+//! choice) or exited, and fences again. `*_membarrier` models run read-lock readers that way,
+//! with only a compiler barrier of their own; the others use real fences on both sides.
+//!
+//! What loom cannot model stays outside these models: time (the batching delay, stall warnings
+//! and timeouts are compiled out under `cfg(loom)`), and the thread-local registration of
+//! `read_lock` (`local.rs`, replaced by `loom_reader`; its thread-exit path is modelled through
+//! `QsbrThread::loom_thread_exit`, which runs the same revocation).
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -144,7 +156,7 @@ fn domain(membarrier: bool) -> Rcu {
 /// old one. The free must happen-after the read. Fails under `--cfg rcu_broken`.
 #[test]
 fn gp_read_lock_reader_is_waited_for() {
-    read_lock_reader_is_waited_for(false, None);
+    read_lock_reader_is_waited_for(false, Some(5));
 }
 
 /// Model 1, membarrier mode (the production configuration). Fails under
@@ -192,7 +204,7 @@ fn read_lock_reader_is_waited_for(membarrier: bool, bound: Option<usize>) {
 /// Neither free may overlap the reader's section.
 #[test]
 fn gp_concurrent_writers_share_grace_periods() {
-    concurrent_writers_share_grace_periods(false, Some(4));
+    concurrent_writers_share_grace_periods(false, Some(3));
 }
 
 /// Model 1b in membarrier mode: the sharer's pointer store must reach a reader that acquires
@@ -236,7 +248,7 @@ fn concurrent_writers_share_grace_periods(membarrier: bool, bound: Option<usize>
 fn gp_qsbr_reader_is_waited_for() {
     let seen = Outcomes::default();
     let s = seen.clone();
-    check(Some(7), move || {
+    check(Some(5), move || {
         let rcu = Rcu::new();
         let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
         let reader = {
@@ -330,7 +342,7 @@ fn read_lock_reader_after_synchronize_sees_new(membarrier: bool, bound: Option<u
 fn gp_qsbr_reader_after_synchronize_sees_new() {
     let seen = Outcomes::default();
     let s = seen.clone();
-    check(None, move || {
+    check(Some(6), move || {
         let rcu = Rcu::new();
         let cell = Arc::new(RcuCell::new_in(&rcu, Some(Payload::new(OLD))));
         let done = Arc::new(AtomicBool::new(false));
@@ -407,7 +419,7 @@ fn wakeup_read_lock_reader_wakes_sleeping_writer_membarrier() {
 /// from going offline (when its handle drops).
 #[test]
 fn wakeup_qsbr_reader_wakes_sleeping_writer() {
-    check(Some(8), || {
+    check(Some(6), || {
         let rcu = sleepy_domain();
         let reader = {
             let rcu = rcu.clone();
@@ -425,7 +437,7 @@ fn wakeup_qsbr_reader_wakes_sleeping_writer() {
 /// Model 4c: both reader kinds at once; the writer sleeps on one Event for both.
 #[test]
 fn wakeup_both_kinds_wake_sleeping_writer() {
-    check(Some(4), || {
+    check(Some(3), || {
         let rcu = sleepy_domain();
         let lock_reader = rcu.loom_reader();
         let a = thread::spawn(move || {
@@ -557,7 +569,7 @@ struct Versions {
 fn call_rcu_batch_waits_for_readers_and_barrier_for_callbacks() {
     let seen = Outcomes::default();
     let s = seen.clone();
-    check(Some(3), move || {
+    check(Some(2), move || {
         let witness = Arc::new(Witness::default());
         let lock: std::sync::Arc<dyn CallbackLock> =
             std::sync::Arc::new(WitnessLock(witness.clone()));
