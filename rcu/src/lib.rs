@@ -18,6 +18,8 @@
 //! * **Read-lock readers** ([`Rcu::read_lock`] → [`ReadGuard`]) are any other thread: the
 //!   outermost lock stores one word into the thread's slot and issues a compiler barrier (the
 //!   writer pays with `membarrier(2)`), or a full fence where membarrier is unavailable.
+//!   Hot loops can check their proof once per section with [`RcuCell::reader`], after which
+//!   every load is a bare acquire load.
 //!
 //! Both kinds register a slot in the same registry, so one `synchronize` waits for both, and
 //! data structures ([`RcuCell`], [`RcuList`]) accept either as proof of reading
@@ -25,17 +27,20 @@
 //!
 //! # The grace-period algorithm
 //!
-//! The domain has a 64-bit counter `gp`, odd, starting at 1 and incremented by 2 at the start
-//! of every grace period. Every reader slot has an atomic `ctr`:
+//! The domain has a 64-bit counter `gp`, starting at `STEP` (256) and incremented by `STEP`
+//! at the start of every grace period. Every reader slot has an atomic `ctr`:
 //!
 //! * `ctr == 0`: the reader holds no reference (offline, or outside any section);
 //! * otherwise `ctr` is the value of `gp` the reader read when it last went online, reported
-//!   a quiescent state, or took its outermost read lock.
+//!   a quiescent state, or took its outermost read lock, plus (read-lock readers only) the
+//!   nesting depth, 1 to 255, in the low bits. Because `gp` is a multiple of `STEP`, `ctr`
+//!   compares with any `gp` exactly as the snapshot does, and lock and unlock touch one word.
 //!
 //! Readers load `gp` with **acquire** ordering. QSBR online / quiescent state: `ctr = gp`
-//! (release), full fence. QSBR offline and read unlock: `ctr = 0` (release), then the reader's
-//! fence (full for QSBR; for read-lock readers the *slave* fence below). Read lock:
-//! `ctr = gp`, slave fence. After leaving, a reader checks its `waiting` flag and sets the
+//! (release), full fence. QSBR offline and outermost read unlock: `ctr = 0` (release), then
+//! the reader's fence (full for QSBR; for read-lock readers the *slave* fence below).
+//! Outermost read lock: `ctr = gp + 1`, slave fence. Nested lock and unlock only add or
+//! subtract 1. After leaving, a reader checks its `waiting` flag and sets the
 //! domain's [`Event`] if a writer sleeps on it.
 //!
 //! The slave fence is a full fence, or, when the domain uses `membarrier(2)` (the default
@@ -46,7 +51,7 @@
 //!
 //! `synchronize`: a full fence, then read `gp` with a **read-modify-write** (`fetch_add(0)`,
 //! acquire-release) to learn the target grace period; under the grace-period mutex,
-//! `gp += 2` (again a read-modify-write), snapshot the registry, master fence, then wait until
+//! `gp += STEP` (again a read-modify-write), snapshot the registry, master fence, then wait until
 //! every slot of the snapshot has `ctr == 0 || ctr >= gp`. It polls for a short time budget,
 //! then sleeps: reset the event, set the `waiting` flag of each reader still pending, master
 //! fence, re-check, wait. A reader that leaves after the re-check finds its flag set and sets
@@ -56,18 +61,18 @@
 //!
 //! ## Why it is correct
 //!
-//! With a 64-bit counter that never wraps (2^63 grace periods at one per nanosecond is 292
-//! years), one pass suffices where classic urcu flips a one-bit phase twice: a stale `ctr` is
+//! With a 64-bit counter that never wraps (2^56 grace periods at ten million per second, far
+//! more than `synchronize` can run, last 228 years), one pass suffices where classic urcu flips a one-bit phase twice: a stale `ctr` is
 //! just an *older* number, which only makes a grace period wait longer. The question is only
 //! whether a reader the writer does *not* wait for can still hold the old pointer. Writer:
-//! `store ptr; F; rmw gp (g -> g+2); M_w; load ctr`. Reader: `load.acquire gp; store ctr;
-//! S_r; load ptr`. The writer skips a reader only if it loads `ctr == 0` or `ctr >= g+2`.
+//! `store ptr; F; rmw gp (g -> g'); M_w; load ctr`. Reader: `load.acquire gp; store ctr;
+//! S_r; load ptr`. The writer skips a reader only if it loads `ctr == 0` or `ctr >= g'`.
 //!
-//! * **`ctr >= g+2`**: the reader's acquire load of `gp` read the increment (or a later one).
+//! * **`ctr >= g'`**: the reader's acquire load of `gp` read the increment (or a later one).
 //!   The increment is a release read-modify-write after the writer's pointer store, so that
 //!   store happens before the reader's pointer load: it sees the new pointer. A caller that
 //!   *shares* this grace period (it read `g` with its own read-modify-write after storing its
-//!   pointer, and returns when the grace period numbered `g+2` completes) is covered too: its
+//!   pointer, and returns when the grace period numbered `g'` completes) is covered too: its
 //!   read-modify-write precedes the increment in `gp`'s modification order, so the increment
 //!   acquires it, and the chain carries the sharer's store to the reader. This is why `gp`
 //!   is read and incremented by read-modify-writes and loaded with acquire: with a relaxed
@@ -86,14 +91,14 @@
 //!
 //! Every other reader is waited for until it stores 0 or a newer `gp` with release semantics;
 //! the writer's acquire fence after the wait makes every read of its section happen before the
-//! caller frees anything. Nesting lives in the slot (only its owner touches it), so only the
-//! outermost lock and unlock touch `ctr`.
+//! caller frees anything. A nested lock or unlock changes only the depth bits, which never
+//! move `ctr` across a multiple of `STEP`, so the writer's comparison is unaffected.
 //!
 //! ## Sharing grace periods
 //!
 //! A caller reads `gp = g` (read-modify-write, above) and needs the grace period numbered
-//! `g + 2` (any grace period numbered `g` may have begun before the caller's stores). Under
-//! the mutex, if `completed >= g + 2` another caller already ran one: return. Otherwise run it.
+//! `g + STEP` (any grace period numbered `g` may have begun before the caller's stores). Under
+//! the mutex, if `completed >= g + STEP` another caller already ran one: return. Otherwise run it.
 //! Concurrent callers thus share one grace period instead of queueing one each.
 //!
 //! # Reclamation
