@@ -298,18 +298,6 @@ impl Inner {
         }
     }
 
-    /// QSBR: announce a quiescent state, i.e. `ctr = gp`.
-    #[inline]
-    pub(crate) fn qsbr_quiescent(&self, slot: &Slot) {
-        // Acquire, as in `lock_outermost`: later reads see what preceded this `gp`.
-        let gp = self.gp.load(Ordering::Acquire);
-        if slot.ctr.load(Ordering::Relaxed) == gp {
-            // No grace period began since our last report: nobody waits for us.
-            return;
-        }
-        self.qsbr_store(slot, gp);
-    }
-
     /// QSBR: go online (or report a quiescent state) with the current `gp`.
     #[inline]
     pub(crate) fn qsbr_online(&self, slot: &Slot) {
@@ -318,7 +306,7 @@ impl Inner {
     }
 
     #[inline]
-    fn qsbr_store(&self, slot: &Slot, gp: u64) {
+    pub(crate) fn qsbr_store(&self, slot: &Slot, gp: u64) {
         // Release: reads before the quiescent state happen before a writer that sees it.
         slot.ctr.store(gp, Ordering::Release);
         // Pairs with the writer's master fence (store-buffering): either the writer sees our
@@ -357,8 +345,6 @@ impl Inner {
     ///
     /// The caller must not be a reader of this domain (checked by the public wrappers).
     pub(crate) fn synchronize(&self) {
-        #[cfg(not(loom))]
-        let started = Instant::now();
         // Orders the caller's earlier stores (the new pointer) before the read of `gp`, so that
         // the grace period we wait for began after them (see the crate docs, "sharing").
         // A release read-modify-write (not a load): the increment below is a read-modify-write
@@ -396,31 +382,43 @@ impl Inner {
             self.config.use_membarrier && pending.iter().any(|s| s.kind == ReaderKind::ReadLock);
         self.master_fence(membarrier, &pending);
 
-        self.wait_for_readers(&mut pending, new, membarrier);
+        let waited = self.wait_for_readers(&mut pending, new, membarrier);
         pending.clear();
 
         // Everything the readers did before leaving happens before what our caller does next.
         fence(Ordering::Acquire);
         self.completed.store(new, Ordering::Release);
-        #[cfg(not(loom))]
-        self.stats.record_grace_period(started.elapsed());
-        #[cfg(loom)]
-        self.stats.record_grace_period(Duration::ZERO);
+        self.stats.record_grace_period(waited);
     }
 
-    fn wait_for_readers(&self, pending: &mut Vec<Arc<Slot>>, gp: u64, membarrier: bool) {
+    /// Waits until no slot of `pending` is a reader older than `gp`; returns for how long it
+    /// waited (zero, without reading the clock, when nobody had to be waited for).
+    fn wait_for_readers(
+        &self,
+        pending: &mut Vec<Arc<Slot>>,
+        gp: u64,
+        membarrier: bool,
+    ) -> Duration {
         let active = |s: &Arc<Slot>| {
             let c = s.ctr.load(Ordering::Relaxed);
             c != 0 && c < gp
         };
+        pending.retain(active);
+        if pending.is_empty() {
+            return Duration::ZERO;
+        }
         let mut passes = 0u32;
         #[cfg(not(loom))]
         let started = Instant::now();
+        #[cfg(not(loom))]
+        let done = || started.elapsed();
+        #[cfg(loom)]
+        let done = || Duration::ZERO;
         let mut stall_reported = false;
         loop {
             pending.retain(active);
             if pending.is_empty() {
-                return;
+                return done();
             }
             #[cfg(not(loom))]
             let spin = passes < self.config.spin_passes
@@ -460,7 +458,7 @@ impl Inner {
                 keep
             });
             if pending.is_empty() {
-                return;
+                return done();
             }
             #[cfg(loom)]
             self.event.wait();
@@ -864,8 +862,11 @@ impl QsbrThread {
     /// Cheap when no grace period is in progress (two loads and a compare).
     #[inline]
     pub fn quiescent_state(&mut self) {
-        if self.is_online() {
-            self.rcu.inner().qsbr_quiescent(&self.slot);
+        // The fast path needs no online check: offline (or revoked), `ctr` is 0, never `gp`.
+        let inner = self.rcu.inner();
+        let gp = inner.gp.load(Ordering::Acquire);
+        if self.slot.ctr.load(Ordering::Relaxed) != gp && self.is_online() {
+            inner.qsbr_store(&self.slot, gp);
         }
     }
 
