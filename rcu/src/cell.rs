@@ -69,12 +69,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     /// If `reader` belongs to another domain, or is an offline [`QsbrThread`].
     #[inline(always)]
     pub fn load<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> Option<&'r T> {
-        reader.check(self.key);
-        // Acquire pairs with the writer's release: the value's contents are visible.
-        let p = self.ptr.load(Ordering::Acquire);
-        // SAFETY: a non-null pointer was published by a writer from a live Box and is freed
-        // only after a grace period that waits for `reader`, whose borrow bounds 'r.
-        unsafe { p.as_ref() }
+        self.reader(reader).load()
     }
 
     /// Checks `reader` once and returns a [`CellReader`] whose loads are a bare acquire load:

@@ -360,10 +360,6 @@ impl Inner {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        // Under gp_lock no grace period is running (gp == completed, or one step ahead in a
-        // forked child whose parent was in one): the new grace period is exactly `target`.
-        let new = self.gp.load(Ordering::Relaxed) + GP_STEP;
-        debug_assert_eq!(new, target);
         // Start the grace period, then snapshot the readers. One that registers after the
         // snapshot does so under the registry lock, so it happens after the `gp` store: it reads
         // the new `gp` (so it is not waited for) and sees our caller's update and those of the
@@ -375,7 +371,10 @@ impl Inner {
         // the fence pairs may be a compiler barrier) is involved; if none is, a plain fence on
         // our side completes every pair and the membarrier system call (IPIs to every CPU
         // running one of our threads) is skipped.
-        self.gp.fetch_add(GP_STEP, Ordering::AcqRel);
+        let new = self.gp.fetch_add(GP_STEP, Ordering::AcqRel) + GP_STEP;
+        // Under gp_lock no other grace period is running (gp == completed, or one step ahead
+        // in a forked child whose parent was in one): this one is exactly `target`.
+        debug_assert_eq!(new, target);
         pending.clear();
         pending.extend(self.registry.lock().iter().cloned());
         let membarrier =
@@ -415,11 +414,8 @@ impl Inner {
         #[cfg(loom)]
         let done = || Duration::ZERO;
         let mut stall_reported = false;
+        // `pending` is non-empty at the top of every pass.
         loop {
-            pending.retain(active);
-            if pending.is_empty() {
-                return done();
-            }
             #[cfg(not(loom))]
             let spin = passes < self.config.spin_passes
                 && (passes < 2 || started.elapsed() < self.config.spin_budget);
@@ -439,42 +435,46 @@ impl Inner {
                 }
                 #[cfg(loom)]
                 thread::yield_now();
-                continue;
-            }
-            // Sleep. Reset first, then announce, then re-check: a reader that leaves after
-            // our re-check sees `waiting` (store-buffering pair through master_fence) and sets
-            // the event, which was reset before, so `wait` cannot miss it.
-            self.event.reset();
-            for s in pending.iter() {
-                s.waiting.store(true, Ordering::Release);
-            }
-            #[cfg(not(rcu_broken_wakeup))]
-            self.master_fence(membarrier, pending);
-            pending.retain(|s| {
-                let keep = active(s);
-                if !keep {
-                    s.waiting.store(false, Ordering::Relaxed);
+            } else {
+                // Sleep. Reset first, then announce, then re-check: a reader that leaves after
+                // our re-check sees `waiting` (store-buffering pair through master_fence) and
+                // sets the event, which was reset before, so `wait` cannot miss it.
+                self.event.reset();
+                for s in pending.iter() {
+                    s.waiting.store(true, Ordering::Release);
                 }
-                keep
-            });
+                #[cfg(not(rcu_broken_wakeup))]
+                self.master_fence(membarrier, pending);
+                pending.retain(|s| {
+                    let keep = active(s);
+                    if !keep {
+                        s.waiting.store(false, Ordering::Relaxed);
+                    }
+                    keep
+                });
+                if pending.is_empty() {
+                    return done();
+                }
+                #[cfg(loom)]
+                self.event.wait();
+                #[cfg(not(loom))]
+                {
+                    let timeout = self.config.stall_timeout.min(Duration::from_millis(100));
+                    self.event.wait_timeout(timeout);
+                    let waited = started.elapsed();
+                    if !stall_reported && waited >= self.config.stall_timeout {
+                        stall_reported = true;
+                        pending.retain(active);
+                        self.report_stall(pending, gp, waited);
+                    }
+                }
+                #[cfg(loom)]
+                let _ = &mut stall_reported;
+            }
+            pending.retain(active);
             if pending.is_empty() {
                 return done();
             }
-            #[cfg(loom)]
-            self.event.wait();
-            #[cfg(not(loom))]
-            {
-                let timeout = self.config.stall_timeout.min(Duration::from_millis(100));
-                self.event.wait_timeout(timeout);
-                let waited = started.elapsed();
-                if !stall_reported && waited >= self.config.stall_timeout {
-                    stall_reported = true;
-                    pending.retain(active);
-                    self.report_stall(pending, gp, waited);
-                }
-            }
-            #[cfg(loom)]
-            let _ = &mut stall_reported;
         }
     }
 

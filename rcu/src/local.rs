@@ -32,7 +32,7 @@ struct ThreadRegs {
 /// keeps the allocation, and the cache is overwritten or cleared whenever that registration
 /// is dropped (`slow_lookup`, thread exit).
 struct Cache {
-    key: Cell<usize>,
+    key: Cell<u64>,
     slot: Cell<*const Slot>,
 }
 
@@ -96,7 +96,7 @@ impl Rcu {
     pub fn read_lock(&self) -> ReadGuard<'_> {
         let inner = self.inner();
         let slot = CACHE.with(|c| {
-            if c.key.get() == inner as *const Inner as usize {
+            if c.key.get() == inner.key() {
                 c.slot.get()
             } else {
                 REGS.with(|r| slow_lookup(r, c, self))
@@ -137,7 +137,7 @@ fn slow_lookup(r: &ThreadRegs, cache: &Cache, rcu: &Rcu) -> *const Slot {
             p
         }
     };
-    cache.key.set(inner as *const Inner as usize);
+    cache.key.set(inner.key());
     cache.slot.set(slot);
     slot
 }
@@ -187,9 +187,8 @@ pub(crate) fn reading_kind(rcu: &Rcu) -> Option<ReaderKind> {
         let regs = r.regs.try_borrow().ok()?;
         regs.iter()
             .filter(|g| g.id == id)
-            .find(|g| match g.slot.kind {
-                ReaderKind::ReadLock | ReaderKind::Qsbr => g.slot.ctr.load(Ordering::Relaxed) != 0,
-            })
+            // Either kind holds ctr != 0 exactly while it reads.
+            .find(|g| g.slot.ctr.load(Ordering::Relaxed) != 0)
             .map(|g| g.slot.kind)
     })
     .ok()

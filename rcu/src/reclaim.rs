@@ -40,7 +40,6 @@ use crate::sync::{
     thread, Arc, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Condvar, Mutex, Ordering,
 };
 use std::ptr;
-#[cfg(any(not(loom), rcu_broken_throttle))]
 use std::time::Duration;
 #[cfg(not(loom))]
 use std::time::Instant;
@@ -132,8 +131,8 @@ pub(crate) struct Reclaimer {
 /// throttled producer stops waiting.
 const GIVE_UP_AFTER: u32 = 3;
 
-/// How long a waiter sleeps between checks of the reclamation thread's health.
-#[cfg(not(loom))]
+/// How long a waiter sleeps between checks of the reclamation thread's health (under loom,
+/// where time does not exist, the waits are plain waits).
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 
 /// How many checks in a row without progress, the thread waiting for the callback lock, make
@@ -242,21 +241,46 @@ impl Reclaimer {
         unsafe { self.unlock_after_fork() }
     }
 
-    /// Panics with the reason if the reclamation thread keeps failing (for `rcu_barrier`).
-    #[cfg(not(loom))]
-    fn check_alive(inner: &Inner, what: &str) {
+    /// Whether the thread has failed too many rounds in a row to be waited for.
+    fn failing(&self) -> bool {
+        self.failures.load(Ordering::Acquire) >= GIVE_UP_AFTER
+    }
+
+    /// Panics with the reason the reclamation thread keeps failing (for `rcu_barrier`).
+    fn give_up(inner: &Inner, what: &str) -> ! {
         let r = &inner.reclaim;
-        let failures = r.failures.load(Ordering::Acquire);
-        if failures >= GIVE_UP_AFTER {
-            panic!(
-                "rcu: {what}() gives up: the reclamation thread of domain {} failed {} rounds in \
-                 a row outside any callback (last: {}); callbacks cannot run until the \
-                 CallbackLock or grace period it panics in is fixed",
-                inner.id,
-                failures,
-                *r.last_failure.lock()
-            );
+        panic!(
+            "rcu: {what}() gives up: the reclamation thread of domain {} failed {} rounds in \
+             a row outside any callback (last: {}); callbacks cannot run until the \
+             CallbackLock or grace period it panics in is fixed",
+            inner.id,
+            r.failures.load(Ordering::Acquire),
+            *r.last_failure.lock()
+        );
+    }
+
+    /// Waits for batches until `done()` holds (checked under the progress lock, which the
+    /// thread takes to announce a batch, so no announcement is missed). Stops early, returning
+    /// false, once `stuck()` has held for [`STUCK_CHECKS`] checks in a row without a batch.
+    fn wait_for_progress(&self, mut done: impl FnMut() -> bool, stuck: impl Fn() -> bool) -> bool {
+        let mut batches = self.progress.lock();
+        let mut seen = *batches;
+        let mut stuck_checks = 0;
+        while !done() {
+            batches = self.progress_cv.wait_timeout(batches, CHECK_EVERY);
+            if *batches != seen {
+                seen = *batches;
+                stuck_checks = 0;
+            } else if stuck() {
+                stuck_checks += 1;
+                if stuck_checks >= STUCK_CHECKS {
+                    return false;
+                }
+            } else {
+                stuck_checks = 0;
+            }
         }
+        true
     }
 
     pub(crate) fn pending(&self) -> usize {
@@ -340,46 +364,27 @@ impl Reclaimer {
         r.urgent.fetch_add(1, Ordering::Relaxed);
         Reclaimer::ensure_started(inner);
         r.wake.set();
+        // The thread lowers `pending` before it announces the batch; while the queue is still
+        // over the mark, each check nudges the thread again.
         #[cfg(not(rcu_broken_throttle))]
-        {
-            // `pending` is checked under `progress`, which the thread takes to announce a
-            // batch after lowering `pending`: either the check sees the lower count, or the
-            // announcement finds this thread waiting. No wake-up is lost.
-            let mut done = r.progress.lock();
-            let mut seen = *done;
-            let mut stuck = 0;
-            while r.pending.load(Ordering::Relaxed) > inner.config.high_water {
-                r.wake.set();
-                #[cfg(not(loom))]
-                {
-                    done = r.progress_cv.wait_timeout(done, CHECK_EVERY);
+        if !r.wait_for_progress(
+            || {
+                let under = r.pending.load(Ordering::Relaxed) <= inner.config.high_water;
+                if !under {
+                    r.wake.set();
                 }
-                #[cfg(loom)]
-                {
-                    done = r.progress_cv.wait(done);
-                }
-                if *done != seen {
-                    seen = *done;
-                    stuck = 0;
-                } else if r.acquiring_lock.load(Ordering::Relaxed)
-                    || r.failures.load(Ordering::Relaxed) >= GIVE_UP_AFTER
-                {
-                    stuck += 1;
-                    if stuck >= STUCK_CHECKS {
-                        // The thread waits for the callback lock, which this thread may hold
-                        // (the lock cannot tell), or it keeps failing: go over the mark.
-                        inner.stats.over_high_water.fetch_add(1, Ordering::Relaxed);
-                        log::debug!(
-                            "rcu: call_rcu stops waiting for the reclamation thread of domain \
-                             {}, which makes no progress",
-                            inner.id
-                        );
-                        break;
-                    }
-                } else {
-                    stuck = 0;
-                }
-            }
+                under
+            },
+            || r.acquiring_lock.load(Ordering::Relaxed) || r.failing(),
+        ) {
+            // The thread waits for the callback lock, which this thread may hold (the lock
+            // cannot tell), or it keeps failing: go over the mark.
+            inner.stats.over_high_water.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "rcu: call_rcu stops waiting for the reclamation thread of domain {}, which \
+                 makes no progress",
+                inner.id
+            );
         }
         // The deliberately broken variant (loom): every throttled producer resets one shared
         // event before it checks and waits, erasing a wake-up meant for another.
@@ -427,13 +432,10 @@ impl Reclaimer {
             inner2.reclaim.barriers_done.lock().push(done2)
         });
         r.wake.set();
-        #[cfg(loom)]
-        done.wait();
-        #[cfg(not(loom))]
         while !done.wait_timeout(CHECK_EVERY) {
-            if r.failures.load(Ordering::Relaxed) >= GIVE_UP_AFTER {
+            if r.failing() {
                 r.urgent.fetch_sub(1, Ordering::Relaxed);
-                Reclaimer::check_alive(inner, "rcu_barrier");
+                Reclaimer::give_up(inner, "rcu_barrier");
             }
         }
         r.urgent.fetch_sub(1, Ordering::Relaxed);
@@ -667,31 +669,16 @@ impl Reclaimer {
             return;
         }
         #[cfg(not(loom))]
-        {
-            let mut seen = *r.progress.lock();
-            let mut stuck = 0;
-            while !h.is_finished() {
-                let mut done = r.progress.lock();
-                if *done == seen && !h.is_finished() {
-                    done = r.progress_cv.wait_timeout(done, CHECK_EVERY);
-                }
-                if *done != seen {
-                    seen = *done;
-                    stuck = 0;
-                } else if r.acquiring_lock.load(Ordering::Relaxed) {
-                    stuck += 1;
-                    if stuck >= STUCK_CHECKS {
-                        log::debug!(
-                            "rcu: domain {} dropped while its reclamation thread waits for the \
-                             callback lock (held by the caller?); not waiting for it",
-                            inner.id
-                        );
-                        return;
-                    }
-                } else {
-                    stuck = 0;
-                }
-            }
+        if !r.wait_for_progress(
+            || h.is_finished(),
+            || r.acquiring_lock.load(Ordering::Relaxed),
+        ) {
+            log::debug!(
+                "rcu: domain {} dropped while its reclamation thread waits for the callback \
+                 lock (held by the caller?); not waiting for it",
+                inner.id
+            );
+            return;
         }
         let _ = h.join();
     }
