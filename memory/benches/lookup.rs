@@ -55,8 +55,10 @@ use parking_lot::RwLock;
 // The integration tests' generator (state given directly: the streams stay as they were).
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod intervals;
 use common::Rng;
-use rcu::{QsbrThread, Rcu};
+use intervals::{interval, interval_checked, ADDRS, QS_EVERY};
+use rcu::Rcu;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,8 +69,6 @@ use vm_memory::{GuestMemoryMmap, GuestRegionMmap};
 
 const BLOCK: u64 = 64 * 1024;
 const STRIDE: u64 = 1 << 20;
-const ADDRS: usize = 4096;
-const QS_EVERY: usize = 256;
 
 fn block_gpa(i: usize) -> u64 {
     STRIDE * (i as u64 + 1)
@@ -136,54 +136,6 @@ fn host_of(t: &[Entry], i: usize, gpa: u64) -> usize {
     t.get(i).map_or(0, |e| {
         e.host.wrapping_add(gpa.wrapping_sub(e.start) as usize)
     })
-}
-
-/// The lookups of one quiescent-state interval of `floor-snapshot` and `rcu-qsbr`: one
-/// function, out of line, so that both run the very same machine code per lookup and differ
-/// only in what surrounds the call (nothing for the floor; `RamList::reader` and
-/// `quiescent_state` for RCU). Inlined, LLVM shapes each loop its own way (register
-/// allocation, which loads it hoists), which moved either one by up to 25% from build to build.
-#[inline(never)]
-fn interval(
-    snap: &RamSnapshot,
-    hint: &mut MruHint,
-    addrs: &[u64; ADDRS],
-    range: std::ops::Range<usize>,
-) -> usize {
-    // A local copy: through `hint` itself LLVM would store the hint's counters on every
-    // lookup (it may not sink stores to memory another thread might see).
-    let mut local = *hint;
-    let mut sink = 0usize;
-    for i in range {
-        if let Some(h) = snap.host_addr(&mut local, addrs[i & (ADDRS - 1)]) {
-            sink = sink.wrapping_add(h as usize);
-        }
-    }
-    *hint = local;
-    sink
-}
-
-/// `rcu-qsbr-checked`'s interval: the same loop through `RamList::host_addr(&me, ..)`, which
-/// checks the proof and loads the current snapshot on every lookup.
-#[inline(never)]
-fn interval_checked(
-    ram: &RamList,
-    me: &QsbrThread,
-    hint: &mut MruHint,
-    addrs: &[u64; ADDRS],
-    range: std::ops::Range<usize>,
-) -> usize {
-    // A local copy: through `hint` itself LLVM would store the hint's counters on every
-    // lookup (it may not sink stores to memory another thread might see).
-    let mut local = *hint;
-    let mut sink = 0usize;
-    for i in range {
-        if let Some(h) = ram.host_addr(me, &mut local, addrs[i & (ADDRS - 1)]) {
-            sink = sink.wrapping_add(h as usize);
-        }
-    }
-    *hint = local;
-    sink
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -14,58 +14,16 @@
 //! `mru` (every lookup in one block) or `uniform` (uniformly random block), over 32 blocks of
 //! 64 KiB, one every 1 MiB, as in the benchmark.
 
+#[path = "../benches/intervals/mod.rs"]
+mod intervals;
+
+use intervals::{interval, interval_checked, ADDRS, QS_EVERY};
 use memory::{BlockFlags, MruHint, RamBlock, RamList, RamSnapshot};
 use rcu::QsbrThread;
 use std::hint::black_box;
 
 const BLOCKS: u64 = 32;
 const BLOCK: u64 = 64 * 1024;
-const ADDRS: usize = 4096;
-const QS_EVERY: usize = 256;
-
-/// One quiescent-state interval's lookups, out of line and shared by `floor` and `rcu` (as in
-/// the benchmark): the same machine code per lookup; only what surrounds the call differs.
-#[inline(never)]
-fn interval(
-    snap: &RamSnapshot,
-    hint: &mut MruHint,
-    addrs: &[u64; ADDRS],
-    range: std::ops::Range<usize>,
-) -> usize {
-    // A local copy: through `hint` itself LLVM would store the hint's counters on every
-    // lookup (it may not sink stores to memory another thread might see).
-    let mut local = *hint;
-    let mut sink = 0usize;
-    for i in range {
-        if let Some(h) = snap.host_addr(&mut local, addrs[i % ADDRS]) {
-            sink = sink.wrapping_add(h as usize);
-        }
-    }
-    *hint = local;
-    sink
-}
-
-/// `checked`'s interval: proof checked and snapshot loaded on every lookup.
-#[inline(never)]
-fn interval_checked(
-    ram: &RamList,
-    me: &QsbrThread,
-    hint: &mut MruHint,
-    addrs: &[u64; ADDRS],
-    range: std::ops::Range<usize>,
-) -> usize {
-    // A local copy: through `hint` itself LLVM would store the hint's counters on every
-    // lookup (it may not sink stores to memory another thread might see).
-    let mut local = *hint;
-    let mut sink = 0usize;
-    for i in range {
-        if let Some(h) = ram.host_addr(me, &mut local, addrs[i % ADDRS]) {
-            sink = sink.wrapping_add(h as usize);
-        }
-    }
-    *hint = local;
-    sink
-}
 
 fn floor(snap: &RamSnapshot, addrs: &[u64; ADDRS], iters: usize) -> usize {
     let mut hint = MruHint::new();
