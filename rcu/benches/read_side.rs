@@ -20,8 +20,8 @@
 //! lookups per exit; it then goes offline for `KVM_RUN`), N = 1000 is liburcu's `rperf`
 //! (`RCU_READ_RUN`), and N = 1 (1 thread only) is the worst case. `qsbr_qs_every_N` loads
 //! with `RcuCell::load(&qsbr)` (which checks the handle on every load);
-//! `qsbr_check_once_qs_every_N` creates `cell.reader(&qsbr)` once after each quiescent state
-//! and then loads through it.
+//! `qsbr_check_once_qs_every_N` checks once, with `cell.qsbr_reader(&mut qsbr)`, and then
+//! loads and reports its quiescent states through that reader (a vCPU's loop).
 //!
 //! Instruction counts: `<this bench executable> --callgrind ROW ITERS` runs one row's loop
 //! once, without criterion; `rcu/benches/callgrind.sh` runs it under
@@ -69,15 +69,19 @@ mod loops {
         }
     }
 
-    /// `chunks` x (`cell.reader(me)` once, `every` x `reader.load()`, then `quiescent_state`).
+    /// `cell.qsbr_reader(me)` once, then `chunks` x (`every` x `reader.load()`, then
+    /// `reader.quiescent_state()`).
     #[inline(never)]
     pub fn qsbr_check_once(cell: &RcuCell<Payload>, me: &mut QsbrThread, every: u64, chunks: u64) {
-        for _ in 0..chunks {
-            let r = cell.reader(me);
+        let mut r = cell.qsbr_reader(me);
+        // Counted down, as liburcu/bench.c's `loop_read` is.
+        let mut i = chunks;
+        while i != 0 {
             for _ in 0..every {
                 black_box(r.load());
             }
-            me.quiescent_state();
+            r.quiescent_state();
+            i -= 1;
         }
     }
 

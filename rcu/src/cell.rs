@@ -1,7 +1,7 @@
 //! [`RcuCell`]: an RCU-protected pointer (`rcu_assign_pointer` / `rcu_dereference`).
 
 use crate::domain::ReadSide;
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use crate::{QsbrThread, Rcu};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
@@ -96,6 +96,35 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
         CellReader { ptr: &self.ptr }
     }
 
+    /// The check-once reader of a QSBR thread that also reports its quiescent states: it
+    /// holds the handle (`&mut`) for as long as it lives, so the handle stays online and in
+    /// this domain, and [`QsbrCellReader::quiescent_state`] needs no new check. A vCPU's
+    /// loop of lookups and quiescent states, checked once. References still end at the next
+    /// quiescent state:
+    ///
+    /// ```compile_fail
+    /// let rcu = rcu::Rcu::new();
+    /// let cell = rcu::RcuCell::new_in(&rcu, Some(5u32));
+    /// let mut me = rcu.register_qsbr();
+    /// let mut reader = cell.qsbr_reader(&mut me);
+    /// let five = reader.load().unwrap();
+    /// reader.quiescent_state(); // error: `reader` is borrowed by `five`
+    /// assert_eq!(*five, 5);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// As [`load`](Self::load): if `me` belongs to another domain, or is offline or revoked.
+    #[inline(always)]
+    pub fn qsbr_reader<'r>(&'r self, me: &'r mut QsbrThread) -> QsbrCellReader<'r, T> {
+        me.check(self.key);
+        QsbrCellReader {
+            ptr: &self.ptr,
+            gp: &self.rcu.inner().gp,
+            me,
+        }
+    }
+
     /// The current value, for a writer that owns the cell exclusively.
     pub fn get_mut(&mut self) -> Option<&mut T> {
         // SAFETY: `&mut self` excludes readers (they borrow `&self`) and other writers.
@@ -181,6 +210,46 @@ impl<'r, T> CellReader<'r, T> {
         // the cell's domain; a published pointer is freed only after a grace period that waits
         // for that reader, whose borrow bounds 'r.
         unsafe { p.as_ref() }
+    }
+}
+
+/// An [`RcuCell`] checked once against an online [`QsbrThread`] that it holds exclusively
+/// ([`RcuCell::qsbr_reader`]): loads are one acquire load, and quiescent states are reported
+/// through it.
+pub struct QsbrCellReader<'r, T> {
+    ptr: &'r AtomicPtr<T>,
+    /// The domain's `gp` (the handle's and the cell's: checked), kept here so that a loop
+    /// holds it in a register rather than reloading it through the handle.
+    gp: &'r AtomicU64,
+    me: &'r mut QsbrThread,
+}
+
+impl<T> std::fmt::Debug for QsbrCellReader<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QsbrCellReader")
+            .field("thread", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> QsbrCellReader<'_, T> {
+    /// `rcu_dereference`: the current value, valid until the next
+    /// [`quiescent_state`](Self::quiescent_state) (it borrows the reader).
+    #[inline(always)]
+    pub fn load(&self) -> Option<&T> {
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: `RcuCell::qsbr_reader` checked that the handle, which this reader holds
+        // exclusively, is an online reader of the cell's domain; nothing but this reader can
+        // take it offline while it lives (bar the thread-exit revocation of a leaked handle,
+        // see `QsbrThread`), and `quiescent_state` takes `&mut self`, so the reference cannot
+        // outlive the online stretch it was read in.
+        unsafe { p.as_ref() }
+    }
+
+    /// Reports a quiescent state ([`QsbrThread::quiescent_state`]); the thread stays online.
+    #[inline(always)]
+    pub fn quiescent_state(&mut self) {
+        self.me.quiescent_state_at(self.gp.load(Ordering::Acquire));
     }
 }
 

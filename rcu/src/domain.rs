@@ -175,8 +175,17 @@ pub(crate) struct Inner {
 /// snapshot does. 2^56 grace periods at ten million a second last 228 years: it never wraps.
 pub(crate) const GP_STEP: u64 = 1 << 8;
 
-/// The nesting depth in a read-lock reader's `ctr` (at most 255).
+/// The low bits of a read-lock reader's `ctr`: [`FENCE_MODE`] and the nesting depth.
 pub(crate) const NEST_MASK: u64 = GP_STEP - 1;
+
+/// The nesting depth in a read-lock reader's `ctr` (1 to 127 while it reads).
+pub(crate) const DEPTH_MASK: u64 = 0x7f;
+
+/// Set in a read-lock reader's `ctr` while it reads a domain that does not use membarrier.
+/// The outermost unlock's inline path is taken only for `ctr & NEST_MASK == 1`, which can
+/// only be a membarrier domain's reader, so that path needs no load of the domain's mode; a
+/// fence domain's outermost unlock (`0x81`) goes out of line with the nested ones.
+pub(crate) const FENCE_MODE: u64 = 0x80;
 
 /// [`Slot::reading`] of a QSBR registration torn down at thread exit (never a domain key).
 pub(crate) const REVOKED: u64 = u64::MAX;
@@ -298,11 +307,13 @@ impl Inner {
         }
     }
 
-    /// QSBR: go online (or report a quiescent state) with the current `gp`.
+    /// QSBR: go online (or report a quiescent state) with the current `gp`; returns the
+    /// value stored in `ctr`.
     #[inline]
-    pub(crate) fn qsbr_online(&self, slot: &Slot) {
+    pub(crate) fn qsbr_online(&self, slot: &Slot) -> u64 {
         let gp = self.gp.load(Ordering::Acquire);
         self.qsbr_store(slot, gp);
+        gp
     }
 
     #[inline]
@@ -331,7 +342,8 @@ impl Inner {
         // have, which a weakly ordered CPU may satisfy after the section's pointer load.
         #[cfg(rcu_broken_memb)]
         let gp = self.gp.load(Ordering::Relaxed);
-        slot.ctr.store(gp + 1, Ordering::Relaxed);
+        let depth_one = if membarrier { 1 } else { FENCE_MODE | 1 };
+        slot.ctr.store(gp + depth_one, Ordering::Relaxed);
         // Pairs with the writer's master fence (store-buffering), as for QSBR.
         #[cfg(not(rcu_broken))]
         reader_slave_fence(membarrier);
@@ -776,11 +788,12 @@ impl Rcu {
         #[cfg(not(loom))]
         crate::local::remember(self, &slot, ReaderKind::Qsbr);
         slot.reading.store(self.inner().key(), Ordering::Relaxed);
-        self.inner().qsbr_online(&slot);
+        let ctr = self.inner().qsbr_online(&slot);
         QsbrThread {
             rcu: self.clone(),
             slot,
             key: self.inner().key(),
+            ctr,
             _not_send: PhantomData,
         }
     }
@@ -839,12 +852,19 @@ impl Rcu {
 /// A handle kept in a thread-local whose destructor runs after the crate's own (which
 /// unregisters every registration of the exiting thread) is *revoked* by it: reading through
 /// it, or bringing it online, then panics with a message saying so, instead of reading
-/// unseen by grace periods.
+/// unseen by grace periods. What revocation cannot reach is a reference (or a
+/// [`CellReader`](crate::CellReader) / [`QsbrCellReader`](crate::QsbrCellReader)) obtained
+/// before it through a handle leaked for `'static` and kept in such a thread-local: leak no
+/// online handle into a thread-local.
 pub struct QsbrThread {
     rcu: Rcu,
     slot: Arc<Slot>,
     /// The domain's key (`Inner::key`), what `reading` holds while online.
     key: u64,
+    /// What this thread last stored in its slot's `ctr` (0 while offline): the owner's copy,
+    /// so that `quiescent_state` compares `gp` with a plain field instead of loading the
+    /// atomic (which also lets a hot loop keep it in a register).
+    ctr: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -859,14 +879,29 @@ impl std::fmt::Debug for QsbrThread {
 
 impl QsbrThread {
     /// Reports a quiescent state: the thread holds no reference obtained before this call.
-    /// Cheap when no grace period is in progress (two loads and a compare).
+    /// Cheap when no grace period is in progress (one load and a compare).
     #[inline]
     pub fn quiescent_state(&mut self) {
-        // The fast path needs no online check: offline (or revoked), `ctr` is 0, never `gp`.
-        let inner = self.rcu.inner();
-        let gp = inner.gp.load(Ordering::Acquire);
-        if self.slot.ctr.load(Ordering::Relaxed) != gp && self.is_online() {
-            inner.qsbr_store(&self.slot, gp);
+        // The fast path needs no online check: offline, `ctr` is 0, never `gp`. Revoked (by
+        // the thread-exit clean-up, which leaves this copy alone), the slow path checks.
+        let gp = self.rcu.inner().gp.load(Ordering::Acquire);
+        self.quiescent_state_at(gp);
+    }
+
+    /// `quiescent_state` with `gp` already loaded (Acquire) from this handle's domain.
+    #[inline(always)]
+    pub(crate) fn quiescent_state_at(&mut self, gp: u64) {
+        if gp != self.ctr {
+            self.report(gp);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report(&mut self, gp: u64) {
+        if self.is_online() {
+            self.rcu.inner().qsbr_store(&self.slot, gp);
+            self.ctr = gp;
         }
     }
 
@@ -877,6 +912,7 @@ impl QsbrThread {
         if self.is_online() {
             self.slot.reading.store(0, Ordering::Relaxed);
             self.rcu.inner().reader_exit(&self.slot);
+            self.ctr = 0;
         }
     }
 
@@ -892,7 +928,7 @@ impl QsbrThread {
         match self.slot.reading.load(Ordering::Relaxed) {
             0 => {
                 self.slot.reading.store(self.key, Ordering::Relaxed);
-                self.rcu.inner().qsbr_online(&self.slot);
+                self.ctr = self.rcu.inner().qsbr_online(&self.slot);
             }
             REVOKED => revoked(),
             _ => {}
@@ -1049,14 +1085,17 @@ impl ReadGuard<'_> {
         }
     }
 
+    /// The unlock. Needs no mode: `ctr`'s low bits say whether this is a membarrier domain's
+    /// outermost level (inline), or a nested level or a fence domain's outermost level (out
+    /// of line; see [`FENCE_MODE`]).
     #[inline(always)]
-    pub(crate) fn exit(inner: &Inner, slot: &Slot, membarrier: bool) {
+    pub(crate) fn exit(inner: &Inner, slot: &Slot) {
         membarrier_point(slot);
         let c = slot.ctr.load(Ordering::Relaxed);
         if c & NEST_MASK == 1 {
-            inner.read_unlock_outermost(slot, membarrier);
+            inner.read_unlock_outermost(slot, true);
         } else {
-            nest_exit(slot, c);
+            exit_slow(inner, slot, c);
         }
         membarrier_point(slot);
     }
@@ -1066,17 +1105,22 @@ impl ReadGuard<'_> {
 #[cold]
 #[inline(never)]
 fn nest_enter(slot: &Slot, ctr: u64) {
-    if ctr & NEST_MASK == NEST_MASK {
-        panic!("rcu: read_lock() nested more than {NEST_MASK} deep on one thread");
+    if ctr & DEPTH_MASK == DEPTH_MASK {
+        panic!("rcu: read_lock() nested more than {DEPTH_MASK} deep on one thread");
     }
     slot.ctr.store(ctr + 1, Ordering::Relaxed);
 }
 
-/// A nested unlock: only the depth changes.
+/// A nested unlock (only the depth changes), or a fence domain's outermost unlock.
 #[cold]
 #[inline(never)]
-fn nest_exit(slot: &Slot, ctr: u64) {
-    slot.ctr.store(ctr - 1, Ordering::Relaxed);
+fn exit_slow(inner: &Inner, slot: &Slot, ctr: u64) {
+    if ctr & DEPTH_MASK == 1 {
+        debug_assert_eq!(ctr & FENCE_MODE, FENCE_MODE);
+        inner.read_unlock_outermost(slot, false);
+    } else {
+        slot.ctr.store(ctr - 1, Ordering::Relaxed);
+    }
 }
 
 /// The reader's half of the store-buffering pairs: a compiler barrier when the domain uses
@@ -1104,7 +1148,7 @@ impl Drop for ReadGuard<'_> {
         // SAFETY: the slot is kept alive by the thread's registration, which outlives every
         // guard of the thread (see `local`).
         let slot = unsafe { &*self.slot };
-        ReadGuard::exit(self.inner, slot, self.inner.config.use_membarrier);
+        ReadGuard::exit(self.inner, slot);
     }
 }
 
@@ -1151,6 +1195,6 @@ unsafe impl ReadSide for LoomGuard<'_> {
 impl Drop for LoomGuard<'_> {
     fn drop(&mut self) {
         let inner = self.reader.rcu.inner();
-        ReadGuard::exit(inner, &self.reader.slot, inner.config.use_membarrier);
+        ReadGuard::exit(inner, &self.reader.slot);
     }
 }

@@ -33,15 +33,18 @@
 //! * `ctr == 0`: the reader holds no reference (offline, or outside any section);
 //! * otherwise `ctr` is the value of `gp` the reader read when it last went online, reported
 //!   a quiescent state, or took its outermost read lock, plus (read-lock readers only) the
-//!   nesting depth, 1 to 255, in the low bits. Because `gp` is a multiple of `STEP`, `ctr`
-//!   compares with any `gp` exactly as the snapshot does, and lock and unlock touch one word.
+//!   nesting depth, 1 to 127, in the low bits, and bit 7 set in a domain without membarrier.
+//!   Because `gp` is a multiple of `STEP`, `ctr` compares with any `gp` exactly as the
+//!   snapshot does, and lock and unlock touch one word. The outermost unlock of a membarrier
+//!   domain is the only one whose low bits are exactly 1, so its inline path needs no load
+//!   of the domain's mode.
 //!
 //! Readers load `gp` with **acquire** ordering. QSBR online / quiescent state: `ctr = gp`
 //! (release), full fence. QSBR offline and outermost read unlock: `ctr = 0` (release), then
 //! the reader's fence (full for QSBR; for read-lock readers the *slave* fence below).
-//! Outermost read lock: `ctr = gp + 1`, slave fence. Nested lock and unlock only add or
-//! subtract 1. After leaving, a reader checks its `waiting` flag and sets the
-//! domain's [`Event`] if a writer sleeps on it.
+//! Outermost read lock: `ctr = gp + 1` (`gp + 0x81` without membarrier), slave fence.
+//! Nested lock and unlock only add or subtract 1. After leaving, a reader checks its
+//! `waiting` flag and sets the domain's [`Event`] if a writer sleeps on it.
 //!
 //! The slave fence is a full fence, or, when the domain uses `membarrier(2)` (the default
 //! where the kernel has it), only a compiler barrier: the writer's *master* fence is then
@@ -168,7 +171,7 @@ mod reclaim;
 mod stats;
 mod sync;
 
-pub use cell::{CellReader, RcuCell, Retired};
+pub use cell::{CellReader, QsbrCellReader, RcuCell, Retired};
 #[cfg(loom)]
 pub use domain::{LoomGuard, LoomReader};
 pub use domain::{QsbrThread, Rcu, RcuBuilder, ReadGuard, ReadSide, ReaderKind};

@@ -27,7 +27,9 @@ struct ThreadRegs {
 /// because it has no destructor, so reaching it needs no "destructor registered?" check.
 ///
 /// Keyed by the domain's *address*, which the fast path has in a register (an id would cost a
-/// load). An address can be reused once its allocation is freed, but never while the cache
+/// load), with the low bit set for a domain without membarrier ([`cache_key`]): the inline
+/// path compares with the bare address, so it runs only for membarrier domains and needs no
+/// load of the mode. An address can be reused once its allocation is freed, but never while the cache
 /// holds it: the cached slot's registration in `REGS` holds a `Weak` of that domain, which
 /// keeps the allocation, and the cache is overwritten or cleared whenever that registration
 /// is dropped (`slow_lookup`, thread exit).
@@ -95,23 +97,47 @@ impl Rcu {
     #[inline]
     pub fn read_lock(&self) -> ReadGuard<'_> {
         let inner = self.inner();
-        let slot = CACHE.with(|c| {
-            if c.key.get() == inner.key() {
-                c.slot.get()
-            } else {
-                REGS.with(|r| slow_lookup(r, c, self))
+        // The cache matches only a membarrier domain's key (see `Cache`): the inline path
+        // needs no load of the domain's mode.
+        let cached = CACHE.with(|c| (c.key.get() == inner.key()).then(|| c.slot.get()));
+        let slot = match cached {
+            Some(slot) => {
+                // SAFETY: `slot` is owned by this thread's registration list, which keeps it
+                // alive until the thread exits; the guard cannot leave the thread.
+                ReadGuard::enter(inner, unsafe { &*slot }, true);
+                slot
             }
-        });
-        let membarrier = inner.config.use_membarrier;
-        // SAFETY: `slot` is owned by this thread's registration list, which keeps it alive
-        // until the thread exits; the guard cannot leave the thread.
-        ReadGuard::enter(inner, unsafe { &*slot }, membarrier);
+            None => lock_slow(self),
+        };
         ReadGuard {
             inner,
             slot,
             _not_send: PhantomData,
         }
     }
+}
+
+/// `read_lock` of a fence domain, or the first of this domain since the cache last changed.
+#[cold]
+#[inline(never)]
+fn lock_slow(rcu: &Rcu) -> *const Slot {
+    let inner = rcu.inner();
+    let slot = CACHE.with(|c| {
+        if c.key.get() == cache_key(inner) {
+            c.slot.get()
+        } else {
+            REGS.with(|r| slow_lookup(r, c, rcu))
+        }
+    });
+    // SAFETY: as in `read_lock`.
+    ReadGuard::enter(inner, unsafe { &*slot }, inner.config.use_membarrier);
+    slot
+}
+
+/// The cache's key for `inner`: its address, with the low bit set when it does not use
+/// membarrier, so that only `lock_slow` matches it (an address of an `Inner` is even).
+fn cache_key(inner: &Inner) -> u64 {
+    inner.key() | u64::from(!inner.config.use_membarrier)
 }
 
 #[cold]
@@ -137,7 +163,7 @@ fn slow_lookup(r: &ThreadRegs, cache: &Cache, rcu: &Rcu) -> *const Slot {
             p
         }
     };
-    cache.key.set(inner.key());
+    cache.key.set(cache_key(inner));
     cache.slot.set(slot);
     slot
 }

@@ -218,3 +218,145 @@ fn membarrier_is_used_where_available_and_can_be_disabled() {
     assert_eq!(cell.load(&no.read_lock()), Some(&1));
     drop(cell.store(Some(2)).unwrap().synchronize());
 }
+
+/// Runs `body` on a thread; it must call the function it is given exactly once, while it is
+/// on the domain's read side, and leave the read side before it returns. Checks that
+/// `synchronize` waits for that reader until it has left, and no longer.
+fn synchronize_waits_for(rcu: &Rcu, body: impl FnOnce(&Rcu, &dyn Fn()) + Send + 'static) {
+    let inside = Arc::new(Barrier::new(2));
+    let released = Arc::new(AtomicBool::new(false));
+    let t = {
+        let (rcu, inside, released) = (rcu.clone(), inside.clone(), released.clone());
+        thread::spawn(move || {
+            body(&rcu, &|| {
+                inside.wait();
+                thread::sleep(Duration::from_millis(50));
+                released.store(true, Ordering::SeqCst);
+            });
+            // Still registered, outside any section: must not hold up grace periods.
+            thread::sleep(Duration::from_millis(300));
+        })
+    };
+    inside.wait();
+    assert!(
+        synchronize_within(rcu, Duration::from_secs(5)),
+        "the reader left, but the grace period still waits for it"
+    );
+    assert!(
+        released.load(Ordering::SeqCst),
+        "grace period ended while a reader was inside"
+    );
+    assert!(
+        synchronize_within(rcu, Duration::from_millis(250)),
+        "the reader left, but grace periods still wait for it"
+    );
+    t.join().unwrap();
+}
+
+/// Runs `synchronize` on another thread; whether it returned within `limit` (so that a grace
+/// period that never ends fails a test instead of hanging it).
+fn synchronize_within(rcu: &Rcu, limit: Duration) -> bool {
+    let (done, finished) = std::sync::mpsc::channel();
+    let writer = rcu.clone();
+    thread::spawn(move || {
+        writer.synchronize();
+        let _ = done.send(());
+    });
+    finished.recv_timeout(limit).is_ok()
+}
+
+/// Both modes' outermost unlock, which take different paths (a membarrier domain's inline, a
+/// fence domain's out of line with the nested levels), end the section exactly at the
+/// outermost level, also when the thread alternates between the two domains' sections.
+#[test]
+fn read_lock_sections_end_exactly_at_the_outermost_unlock_in_both_modes() {
+    let mb = Rcu::new();
+    let fence = Rcu::builder().membarrier(false).build();
+    for (rcu, other) in [(&mb, &fence), (&fence, &mb)] {
+        synchronize_waits_for(rcu, |r, inside| {
+            let _g = r.read_lock();
+            inside();
+        });
+        let other = other.clone();
+        synchronize_waits_for(rcu, move |r, inside| {
+            let a = r.read_lock();
+            let o = other.read_lock();
+            let b = r.read_lock();
+            drop(o);
+            let c = r.read_lock();
+            drop(c);
+            drop(b);
+            // Only `a` is left: the nested exits must not have ended the section.
+            inside();
+            drop(a);
+        });
+    }
+}
+
+/// The nesting depth has room for 127 levels in both modes; the 128th panics and says why.
+#[test]
+fn read_lock_nests_127_deep_in_both_modes_and_then_panics() {
+    for rcu in [Rcu::new(), Rcu::builder().membarrier(false).build()] {
+        let cell = RcuCell::new_in(&rcu, Some(3u8));
+        let r = rcu.clone();
+        let err = thread::spawn(move || {
+            let mut guards = Vec::new();
+            for _ in 0..127 {
+                guards.push(r.read_lock());
+            }
+            assert_eq!(cell.load(guards.last().unwrap()), Some(&3));
+            let _one_too_many = r.read_lock();
+        })
+        .join()
+        .expect_err("the 128th level must panic");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("nested more than 127 deep"), "{msg}");
+        // The panic unwound every level: the thread's exit left nothing behind.
+        let t0 = Instant::now();
+        rcu.synchronize();
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+}
+
+/// A `QsbrCellReader` keeps its thread online: a grace period waits for it until it reports
+/// a quiescent state through the reader, and its loads see the new value afterwards.
+#[test]
+fn qsbr_cell_reader_reports_quiescent_states() {
+    let rcu = Rcu::new();
+    let cell = Arc::new(RcuCell::new_in(&rcu, Some(1u64)));
+    let c = cell.clone();
+    synchronize_waits_for(&rcu, move |r, inside| {
+        let mut me = r.register_qsbr();
+        let mut reader = c.qsbr_reader(&mut me);
+        assert_eq!(reader.load(), Some(&1));
+        inside();
+        reader.quiescent_state();
+        me.offline();
+    });
+    let old = cell.store(Some(2)).unwrap();
+    assert_eq!(*old.synchronize(), 1);
+    let mut me = rcu.register_qsbr();
+    let mut reader = cell.qsbr_reader(&mut me);
+    assert_eq!(reader.load(), Some(&2));
+    reader.quiescent_state();
+    assert_eq!(reader.load(), Some(&2));
+}
+
+#[test]
+#[should_panic(expected = "offline QsbrThread")]
+fn qsbr_cell_reader_of_an_offline_thread_panics() {
+    let rcu = Rcu::new();
+    let cell = RcuCell::new_in(&rcu, Some(1u64));
+    let mut me = rcu.register_qsbr();
+    me.offline();
+    let _ = cell.qsbr_reader(&mut me);
+}
+
+#[test]
+#[should_panic(expected = "another RCU domain")]
+fn qsbr_cell_reader_of_another_domain_panics() {
+    let (a, b) = (Rcu::new(), Rcu::new());
+    let cell = RcuCell::new_in(&a, Some(1u64));
+    let mut me = b.register_qsbr();
+    let _ = cell.qsbr_reader(&mut me);
+}
