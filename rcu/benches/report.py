@@ -343,7 +343,7 @@ def targets(read1, instr, sync, call, mix):
     floor = med("atomicptr_floor")
     i_floor = instr.get("atomicptr_floor")
     for n in (16, 1000):
-        for rid, what in ((f"qsbr_check_once_qs_every_{n}", "check-once `cell.reader`"),
+        for rid, what in ((f"qsbr_check_once_qs_every_{n}", "check-once `cell.qsbr_reader`"),
                           (f"qsbr_qs_every_{n}", "`RcuCell::load(&qsbr)`")):
             q = med(rid)
             if floor and q:

@@ -121,6 +121,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
         QsbrCellReader {
             ptr: &self.ptr,
             gp: &self.rcu.inner().gp,
+            ctr: me.ctr(),
             me,
         }
     }
@@ -221,6 +222,9 @@ pub struct QsbrCellReader<'r, T> {
     /// The domain's `gp` (the handle's and the cell's: checked), kept here so that a loop
     /// holds it in a register rather than reloading it through the handle.
     gp: &'r AtomicU64,
+    /// A copy of the handle's `ctr` (only the handle's owner, this reader while it lives,
+    /// writes it): the fast path compares `gp` with a register, not the shared slot.
+    ctr: u64,
     me: &'r mut QsbrThread,
 }
 
@@ -249,7 +253,11 @@ impl<T> QsbrCellReader<'_, T> {
     /// Reports a quiescent state ([`QsbrThread::quiescent_state`]); the thread stays online.
     #[inline(always)]
     pub fn quiescent_state(&mut self) {
-        self.me.quiescent_state_at(self.gp.load(Ordering::Acquire));
+        let gp = self.gp.load(Ordering::Acquire);
+        if gp != self.ctr {
+            self.me.quiescent_state_at(gp);
+            self.ctr = gp;
+        }
     }
 }
 

@@ -181,10 +181,9 @@ pub(crate) const NEST_MASK: u64 = GP_STEP - 1;
 /// The nesting depth in a read-lock reader's `ctr` (1 to 127 while it reads).
 pub(crate) const DEPTH_MASK: u64 = 0x7f;
 
-/// Set in a read-lock reader's `ctr` while it reads a domain that does not use membarrier.
-/// The outermost unlock's inline path is taken only for `ctr & NEST_MASK == 1`, which can
-/// only be a membarrier domain's reader, so that path needs no load of the domain's mode; a
-/// fence domain's outermost unlock (`0x81`) goes out of line with the nested ones.
+/// Set in a read-lock reader's `ctr` while it reads a domain that does not use membarrier,
+/// so that the unlock tells the two modes' outermost levels apart by `ctr` alone (1 and
+/// `0x81`) and needs no load of the domain's mode.
 pub(crate) const FENCE_MODE: u64 = 0x80;
 
 /// [`Slot::reading`] of a QSBR registration torn down at thread exit (never a domain key).
@@ -307,13 +306,11 @@ impl Inner {
         }
     }
 
-    /// QSBR: go online (or report a quiescent state) with the current `gp`; returns the
-    /// value stored in `ctr`.
+    /// QSBR: go online (or report a quiescent state) with the current `gp`.
     #[inline]
-    pub(crate) fn qsbr_online(&self, slot: &Slot) -> u64 {
+    pub(crate) fn qsbr_online(&self, slot: &Slot) {
         let gp = self.gp.load(Ordering::Acquire);
         self.qsbr_store(slot, gp);
-        gp
     }
 
     #[inline]
@@ -788,12 +785,11 @@ impl Rcu {
         #[cfg(not(loom))]
         crate::local::remember(self, &slot, ReaderKind::Qsbr);
         slot.reading.store(self.inner().key(), Ordering::Relaxed);
-        let ctr = self.inner().qsbr_online(&slot);
+        self.inner().qsbr_online(&slot);
         QsbrThread {
             rcu: self.clone(),
             slot,
             key: self.inner().key(),
-            ctr,
             _not_send: PhantomData,
         }
     }
@@ -861,10 +857,6 @@ pub struct QsbrThread {
     slot: Arc<Slot>,
     /// The domain's key (`Inner::key`), what `reading` holds while online.
     key: u64,
-    /// What this thread last stored in its slot's `ctr` (0 while offline): the owner's copy,
-    /// so that `quiescent_state` compares `gp` with a plain field instead of loading the
-    /// atomic (which also lets a hot loop keep it in a register).
-    ctr: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -882,8 +874,6 @@ impl QsbrThread {
     /// Cheap when no grace period is in progress (one load and a compare).
     #[inline]
     pub fn quiescent_state(&mut self) {
-        // The fast path needs no online check: offline, `ctr` is 0, never `gp`. Revoked (by
-        // the thread-exit clean-up, which leaves this copy alone), the slow path checks.
         let gp = self.rcu.inner().gp.load(Ordering::Acquire);
         self.quiescent_state_at(gp);
     }
@@ -891,18 +881,16 @@ impl QsbrThread {
     /// `quiescent_state` with `gp` already loaded (Acquire) from this handle's domain.
     #[inline(always)]
     pub(crate) fn quiescent_state_at(&mut self, gp: u64) {
-        if gp != self.ctr {
-            self.report(gp);
+        // The fast path needs no online check: offline (or revoked), `ctr` is 0, never `gp`.
+        if self.slot.ctr.load(Ordering::Relaxed) != gp && self.is_online() {
+            self.rcu.inner().qsbr_store(&self.slot, gp);
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn report(&mut self, gp: u64) {
-        if self.is_online() {
-            self.rcu.inner().qsbr_store(&self.slot, gp);
-            self.ctr = gp;
-        }
+    /// What the handle last stored in its slot's `ctr` (its owner is the only writer).
+    #[inline(always)]
+    pub(crate) fn ctr(&self) -> u64 {
+        self.slot.ctr.load(Ordering::Relaxed)
     }
 
     /// Goes offline: grace periods stop waiting for this thread until [`online`](Self::online).
@@ -912,7 +900,6 @@ impl QsbrThread {
         if self.is_online() {
             self.slot.reading.store(0, Ordering::Relaxed);
             self.rcu.inner().reader_exit(&self.slot);
-            self.ctr = 0;
         }
     }
 
@@ -928,7 +915,7 @@ impl QsbrThread {
         match self.slot.reading.load(Ordering::Relaxed) {
             0 => {
                 self.slot.reading.store(self.key, Ordering::Relaxed);
-                self.ctr = self.rcu.inner().qsbr_online(&self.slot);
+                self.rcu.inner().qsbr_online(&self.slot);
             }
             REVOKED => revoked(),
             _ => {}
@@ -1085,9 +1072,9 @@ impl ReadGuard<'_> {
         }
     }
 
-    /// The unlock. Needs no mode: `ctr`'s low bits say whether this is a membarrier domain's
-    /// outermost level (inline), or a nested level or a fence domain's outermost level (out
-    /// of line; see [`FENCE_MODE`]).
+    /// The unlock. Needs no load of the domain's mode: `ctr`'s low bits say whether this is
+    /// a membarrier domain's outermost level (1, inline), or a fence domain's
+    /// (`FENCE_MODE | 1`) or a nested level (both out of line); see [`FENCE_MODE`].
     #[inline(always)]
     pub(crate) fn exit(inner: &Inner, slot: &Slot) {
         membarrier_point(slot);
@@ -1111,12 +1098,11 @@ fn nest_enter(slot: &Slot, ctr: u64) {
     slot.ctr.store(ctr + 1, Ordering::Relaxed);
 }
 
-/// A nested unlock (only the depth changes), or a fence domain's outermost unlock.
+/// A fence domain's outermost unlock, or a nested one (only the depth changes).
 #[cold]
 #[inline(never)]
 fn exit_slow(inner: &Inner, slot: &Slot, ctr: u64) {
-    if ctr & DEPTH_MASK == 1 {
-        debug_assert_eq!(ctr & FENCE_MODE, FENCE_MODE);
+    if ctr & NEST_MASK == FENCE_MODE | 1 {
         inner.read_unlock_outermost(slot, false);
     } else {
         slot.ctr.store(ctr - 1, Ordering::Relaxed);

@@ -27,9 +27,8 @@ struct ThreadRegs {
 /// because it has no destructor, so reaching it needs no "destructor registered?" check.
 ///
 /// Keyed by the domain's *address*, which the fast path has in a register (an id would cost a
-/// load), with the low bit set for a domain without membarrier ([`cache_key`]): the inline
-/// path compares with the bare address, so it runs only for membarrier domains and needs no
-/// load of the mode. An address can be reused once its allocation is freed, but never while the cache
+/// load), with the low bit set for a domain without membarrier ([`cache_key`]), so that the
+/// comparison also gives the mode and `read_lock` never loads it. An address can be reused once its allocation is freed, but never while the cache
 /// holds it: the cached slot's registration in `REGS` holds a `Weak` of that domain, which
 /// keeps the allocation, and the cache is overwritten or cleared whenever that registration
 /// is dropped (`slow_lookup`, thread exit).
@@ -97,8 +96,8 @@ impl Rcu {
     #[inline]
     pub fn read_lock(&self) -> ReadGuard<'_> {
         let inner = self.inner();
-        // The cache matches only a membarrier domain's key (see `Cache`): the inline path
-        // needs no load of the domain's mode.
+        // The cache's key says the domain's mode too (see `Cache`): the inline path, which
+        // matches only a membarrier domain, needs no load of it.
         let cached = CACHE.with(|c| (c.key.get() == inner.key()).then(|| c.slot.get()));
         let slot = match cached {
             Some(slot) => {
@@ -123,7 +122,8 @@ impl Rcu {
 fn lock_slow(rcu: &Rcu) -> *const Slot {
     let inner = rcu.inner();
     let slot = CACHE.with(|c| {
-        if c.key.get() == cache_key(inner) {
+        if c.key.get() == inner.key() | 1 {
+            // A fence domain's entry ([`cache_key`]).
             c.slot.get()
         } else {
             REGS.with(|r| slow_lookup(r, c, rcu))
@@ -135,7 +135,8 @@ fn lock_slow(rcu: &Rcu) -> *const Slot {
 }
 
 /// The cache's key for `inner`: its address, with the low bit set when it does not use
-/// membarrier, so that only `lock_slow` matches it (an address of an `Inner` is even).
+/// membarrier (an `Inner`'s address is even), so that `read_lock` knows the mode from the
+/// key it compares anyway.
 fn cache_key(inner: &Inner) -> u64 {
     inner.key() | u64::from(!inner.config.use_membarrier)
 }
