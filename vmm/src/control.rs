@@ -229,13 +229,14 @@ mod sys {
         let bytes = path.as_os_str().as_bytes();
         // SAFETY: sockaddr_un is plain old data, for which all-zeroes is a valid value.
         let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "a Unix socket path must be 1 to {} bytes with no NUL; choose a shorter one",
-                    addr.sun_path.len() - 1
-                ),
+        let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        if bytes.is_empty() || bytes.contains(&0) {
+            return invalid("the path is empty or contains a NUL byte; give a file path".into());
+        }
+        if bytes.len() >= addr.sun_path.len() {
+            return invalid(format!(
+                "a Unix socket path must be shorter than {} bytes; choose a shorter one",
+                addr.sun_path.len()
             ));
         }
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -819,7 +820,13 @@ impl Control {
         if s.ram.find_by_name(name).is_some() {
             return Err(bad(format!("a RAM block named '{name}' exists")));
         }
-        let present: u64 = s.ram.snapshot_owned().blocks().iter().map(|b| b.size()).sum();
+        let present: u64 = s
+            .ram
+            .snapshot_owned()
+            .blocks()
+            .iter()
+            .map(|b| b.size())
+            .sum();
         let total = present
             .saturating_add(self.filling.load(Ordering::Relaxed))
             .saturating_add(size);

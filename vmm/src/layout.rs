@@ -111,14 +111,29 @@ pub fn regions(mem: u64) -> Vec<Region> {
         kind,
     };
     let mut v = vec![r("ram-low", 0, mem.min(MMIO_HOLE), Use::Ram)];
-    v.push(r("32-bit MMIO hole", MMIO_HOLE, HOTPLUG_START, Use::Reserved));
-    v.push(r("hot-plug window", HOTPLUG_START, HOTPLUG_END, Use::Hotplug));
+    v.push(r(
+        "32-bit MMIO hole",
+        MMIO_HOLE,
+        HOTPLUG_START,
+        Use::Reserved,
+    ));
+    v.push(r(
+        "hot-plug window",
+        HOTPLUG_START,
+        HOTPLUG_END,
+        Use::Hotplug,
+    ));
     v.push(r("IOAPIC", IOAPIC, IOAPIC + IOAPIC_SIZE, Use::Mmio));
     v.push(r("local APIC", LAPIC, LAPIC + LAPIC_SIZE, Use::Mmio));
     let tss = KVM_TSS as u64;
     v.push(r("KVM TSS", tss, tss + KVM_TSS_SIZE, Use::Tss));
     if mem > MMIO_HOLE {
-        v.push(r("ram-high", FOUR_GIB, FOUR_GIB + (mem - MMIO_HOLE), Use::Ram));
+        v.push(r(
+            "ram-high",
+            FOUR_GIB,
+            FOUR_GIB + (mem - MMIO_HOLE),
+            Use::Ram,
+        ));
     }
     v
 }
@@ -134,11 +149,23 @@ mod tests {
 
     #[test]
     fn regions_are_ordered_disjoint_and_match_the_boot_ram() {
-        for mem in [MIN_MEM, 256 << 20, MMIO_HOLE, MMIO_HOLE + (2 << 20), 8 << 30, MAX_MEM] {
+        for mem in [
+            MIN_MEM,
+            256 << 20,
+            MMIO_HOLE,
+            MMIO_HOLE + (2 << 20),
+            8 << 30,
+            MAX_MEM,
+        ] {
             let v = regions(mem);
             for w in v.windows(2) {
                 assert!(w[0].start < w[0].end, "{mem:#x}: {:?}", w[0]);
-                assert!(w[0].end <= w[1].start, "{mem:#x}: {:?} overlaps {:?}", w[0], w[1]);
+                assert!(
+                    w[0].end <= w[1].start,
+                    "{mem:#x}: {:?} overlaps {:?}",
+                    w[0],
+                    w[1]
+                );
             }
             let ram: Vec<(u64, u64)> = v
                 .iter()
