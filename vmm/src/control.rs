@@ -1,21 +1,36 @@
 //! The control socket: newline-delimited JSON in the manner of QMP, served by the main loop.
 //!
-//! A client connects to the Unix socket (mode 0600) and gets a greeting:
+//! A client connects to the Unix socket and gets a greeting:
 //! `{"QMP": {"version": {...}, "capabilities": []}}`. It sends one request per line,
 //! `{"execute": "query-status", "arguments": {...}, "id": ...}`, and gets one reply per line:
 //! `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}` (with the request's `id`, if
 //! any). Asynchronous events (`{"event": "SHUTDOWN", "data": {...}}`, `STOP`, `RESUME`) go to
 //! every client.
 //!
+//! Access: the socket file is created with mode 0600 (the socket's mode is set before `bind`,
+//! so there is no moment when it has the umask's; nothing is ever changed through the path,
+//! so a symlink put there is never followed), and every client's uid (`SO_PEERCRED`) must be
+//! the VMM's effective uid: others are disconnected before the greeting and logged.
+//!
 //! Robustness: lines are limited to [`MAX_LINE`] bytes (a longer one gets an error and the
 //! client is dropped); malformed JSON, unknown commands and wrong argument types get an error
 //! and the connection goes on; replies to a client that does not read are buffered up to
 //! [`MAX_OUTPUT`] bytes, then the client is dropped. Nothing a client sends can stop the VMM
-//! or the guest, except `quit`.
+//! or the guest, except `quit`. Fairness: each wake-up serves a client at most
+//! [`REQUESTS_PER_TURN`] requests and [`READ_PER_TURN`] bytes; the rest is served in a later
+//! round of the main loop (readiness is edge-triggered, so the continuation is a bottom half,
+//! which runs after the other ready clients), so one client cannot starve the others.
 //!
 //! Handlers run on the main-loop thread under the BQL; the RCU writers they call (`ram-add`,
 //! `device-add`, ...) publish new versions and retire old ones through `call_rcu`.
+//!
+//! `ram-add` places RAM only inside the hot-plug window ([`crate::layout::HOTPLUG_START`] to
+//! [`crate::layout::HOTPLUG_END`]) and never past the `--max-memory` total. A block with a
+//! `pattern` is filled on the `vmm-ram-fill` thread, off the main loop: the requesting
+//! client's later requests wait for its reply (replies stay in order), everyone else is
+//! served meanwhile; the block is published when the fill is done.
 
+use crate::layout;
 use crate::outcome::Outcome;
 use crate::vm::VmShared;
 use devices::Constant;
@@ -29,8 +44,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 /// The longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -40,6 +55,12 @@ pub const MAX_OUTPUT: usize = 1 << 20;
 const QUEUE_FLUSH: usize = 64 << 10;
 /// The most clients at once.
 pub const MAX_CLIENTS: usize = 64;
+/// The most requests served for one client per wake-up before the others get their turn.
+pub const REQUESTS_PER_TURN: usize = 32;
+/// The most bytes read from one client per wake-up.
+pub const READ_PER_TURN: usize = 64 << 10;
+/// Refused connections logged one by one; past this many, only every 1000th.
+const REFUSALS_LOGGED: u64 = 16;
 
 struct Client {
     stream: UnixStream,
@@ -53,6 +74,11 @@ struct Client {
     /// wait for room (a Unix socket reports "writable" each time the client reads, so an
     /// always-on watch would wake the loop once per reply).
     write_watched: bool,
+    /// A request of this client (a `ram-add` being filled) has not been answered yet: its
+    /// later requests wait (and are not read), so that replies stay in order.
+    waiting: bool,
+    /// Its budget for a wake-up was spent and a bottom half will serve the rest.
+    resume_scheduled: bool,
 }
 
 impl Client {
@@ -114,6 +140,176 @@ pub struct Control {
     clients: Mutex<HashMap<RawFd, Arc<Mutex<Client>>>>,
     /// This server, for the handlers it installs.
     me: std::sync::Weak<Control>,
+    /// The VMM's effective uid: the only one allowed to connect.
+    euid: u32,
+    /// Connections refused for their uid.
+    refused: AtomicU64,
+    /// The most guest RAM (boot RAM and hot-added blocks, with those being filled).
+    max_memory: u64,
+    /// Bytes of `ram-add` blocks being filled (counted against `max_memory`).
+    filling: AtomicU64,
+    /// The fill thread's queue.
+    fill_tx: Mutex<mpsc::Sender<FillJob>>,
+}
+
+/// Why a serve call happens.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The socket became readable (or hung up).
+    Ready,
+    /// A continuation: the budget was spent, or an answer it waited for is done.
+    Resume,
+}
+
+/// What a request line gets.
+enum Answer {
+    /// A reply, now.
+    Now(Value),
+    /// A `ram-add` whose block is filled off the loop; the reply follows.
+    Fill(PendingFill),
+}
+
+/// A `ram-add` with a pattern, validated, its block mapped but not yet filled or published.
+struct PendingFill {
+    block: RamBlock,
+    pattern: u64,
+    id: Option<Value>,
+}
+
+/// A block for the fill thread, and what to do when it is filled.
+struct FillJob {
+    block: RamBlock,
+    pattern: u64,
+    done: Box<dyn FnOnce(RamBlock, Result<(), String>) + Send>,
+}
+
+/// Fills every qword of `block` with `pattern`.
+fn fill(block: &RamBlock, pattern: u64) -> Result<(), String> {
+    let chunk: Vec<u8> = pattern.to_le_bytes().repeat(512);
+    let size = block.size();
+    let mut off = 0;
+    while off < size {
+        let n = (size - off).min(chunk.len() as u64) as usize;
+        block
+            .write_at(off, &chunk[..n])
+            .map_err(|e| e.to_string())?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Starts the thread that fills `ram-add` blocks, one at a time.
+fn spawn_filler() -> std::io::Result<mpsc::Sender<FillJob>> {
+    let (tx, rx) = mpsc::channel::<FillJob>();
+    std::thread::Builder::new()
+        .name("vmm-ram-fill".into())
+        .spawn(move || {
+            for job in rx {
+                let r = fill(&job.block, job.pattern);
+                (job.done)(job.block, r);
+            }
+        })?;
+    Ok(tx)
+}
+
+/// The few system calls std does not wrap: a socket bound with its mode already set, and the
+/// peer's credentials.
+mod sys {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::Path;
+
+    /// A non-blocking listening socket at `path` whose file is created with mode 0600 (less
+    /// the umask): Linux's `unix_bind` gives the new file the socket inode's mode, which
+    /// `fchmod` sets before `bind`. The umask is process-wide and other threads run, so it is
+    /// left alone.
+    pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
+        let bytes = path.as_os_str().as_bytes();
+        // SAFETY: sockaddr_un is plain old data, for which all-zeroes is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        if bytes.is_empty() || bytes.contains(&0) {
+            return invalid("the path is empty or contains a NUL byte; give a file path".into());
+        }
+        if bytes.len() >= addr.sun_path.len() {
+            return invalid(format!(
+                "a Unix socket path must be shorter than {} bytes; choose a shorter one",
+                addr.sun_path.len()
+            ));
+        }
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: fchmod(2) on a descriptor this function owns.
+        if unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+        // SAFETY: `addr` is a sockaddr_un, NUL-terminated within its `len` bytes.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: listen(2) on a descriptor this function owns.
+        if unsafe { libc::listen(fd.as_raw_fd(), 128) } < 0 {
+            let e = io::Error::last_os_error();
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Ok(UnixListener::from(fd))
+    }
+
+    /// The connected peer's (uid, pid), as the kernel recorded them at `connect`.
+    pub fn peer_cred(s: &UnixStream) -> io::Result<(u32, i32)> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) writes at most `len` bytes to `cred`, which is that large.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((cred.uid, cred.pid))
+    }
+
+    /// The process's effective uid.
+    pub fn euid() -> u32 {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        unsafe { libc::geteuid() }
+    }
 }
 
 /// The `p`th percentile (0-100) of `sorted` (ascending): the element at `len * p / 100`,
@@ -125,6 +321,14 @@ pub fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
 
 /// A command's failure: QMP's error class and a description.
 type CmdError = (&'static str, String);
+
+/// What `ram-add` did.
+enum RamAdd {
+    /// Published; the reply's value.
+    Done(Value),
+    /// Mapped, to be filled with the pattern, then published.
+    Fill(RamBlock, u64),
+}
 
 fn bad(desc: impl Into<String>) -> CmdError {
     ("GenericError", desc.into())
@@ -151,12 +355,13 @@ fn arg_str<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, CmdEr
 }
 
 impl Control {
-    /// Binds `path` (mode 0600; a stale socket file there is replaced) and serves it on the
-    /// main loop.
+    /// Binds `path` (mode 0600 from the start; a stale socket file there is replaced) and
+    /// serves it on the main loop. `ram-add` keeps the guest's RAM at most `max_memory` bytes.
     pub fn start(
         path: &Path,
         h: &LoopHandle,
         shared: Arc<VmShared>,
+        max_memory: u64,
     ) -> std::io::Result<Arc<Control>> {
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
@@ -177,10 +382,25 @@ impl Control {
             }
             std::fs::remove_file(path)?; // a stale socket, left by a VMM that was killed
         }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
+        let listener = sys::bind_private(path)?;
+        // Checked, not changed: the file is ours, a chmod through the path could follow a
+        // symlink that replaced it.
+        let mode = std::fs::symlink_metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            let _ = std::fs::remove_file(path);
+            return Err(std::io::Error::other(format!(
+                "the socket was created with mode {:o}, not 0600: this kernel does not apply \
+                 fchmod before bind; put the socket in a directory only you can enter",
+                mode & 0o777
+            )));
+        }
+        let fill_tx = spawn_filler()?;
         let ctl = Arc::new_cyclic(|me| Control {
+            euid: sys::euid(),
+            refused: AtomicU64::new(0),
+            max_memory,
+            filling: AtomicU64::new(0),
+            fill_tx: Mutex::new(fill_tx),
             me: me.clone(),
             hotplug_ns: Mutex::new(std::collections::VecDeque::new()),
             shared: shared.clone(),
@@ -236,7 +456,7 @@ impl Control {
         let (me, c) = (self.me.clone(), client.clone());
         let read: iohandler::Callback = Box::new(move || {
             if let Some(ctl) = me.upgrade() {
-                ctl.serve(fd, &c);
+                ctl.serve(fd, &c, Wake::Ready);
             }
         });
         let write = writable.then(|| {
@@ -251,15 +471,18 @@ impl Control {
         self.h.set_fd_handler(fd, Some(read), write).is_ok()
     }
 
+    /// Whether `client` is still the one served on `fd` (not dropped, its fd not reused).
+    fn is_current(&self, fd: RawFd, client: &Arc<Mutex<Client>>) -> bool {
+        self.clients
+            .lock()
+            .get(&fd)
+            .is_some_and(|c| Arc::ptr_eq(c, client))
+    }
+
     /// On the loop thread, after output was attempted: drops a dead client, and watches the
     /// socket for room exactly while replies wait.
     fn settle(&self, fd: RawFd, client: &Arc<Mutex<Client>>) {
-        let still_ours = self
-            .clients
-            .lock()
-            .get(&fd)
-            .is_some_and(|c| Arc::ptr_eq(c, client));
-        if !still_ours {
+        if !self.is_current(fd, client) {
             return;
         }
         let mut c = client.lock();
@@ -285,6 +508,24 @@ impl Control {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
+            match sys::peer_cred(&stream) {
+                Ok((uid, _)) if uid == self.euid => {}
+                Ok((uid, pid)) => {
+                    let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= REFUSALS_LOGGED || n.is_multiple_of(1000) {
+                        log::warn!(
+                            "control: refused a client of uid {uid} (pid {pid}): only uid {} \
+                             (the VMM's own) may connect ({n} refused so far)",
+                            self.euid
+                        );
+                    }
+                    continue; // dropping the stream closes it
+                }
+                Err(e) => {
+                    log::warn!("control: refused a client whose credentials are unknown: {e}");
+                    continue;
+                }
+            }
             if self.clients.lock().len() >= MAX_CLIENTS {
                 log::warn!("control: too many clients ({MAX_CLIENTS}); refusing one");
                 continue;
@@ -300,6 +541,8 @@ impl Control {
                 dead: false,
                 draining: false,
                 write_watched: false,
+                waiting: false,
+                resume_scheduled: false,
             }));
             client.lock().send(&json!({"QMP": {
                 "version": {"package": "rcu-vmm", "version": env!("CARGO_PKG_VERSION")},
@@ -322,8 +565,24 @@ impl Control {
         self.clients.lock().remove(&fd);
     }
 
-    fn serve(&self, fd: RawFd, client: &Arc<Mutex<Client>>) {
+    /// Serves a client for one turn: its buffered requests, then what it sent, until the
+    /// socket would block, the turn's budget is spent (a bottom half goes on in a later
+    /// round) or a request must wait for its answer.
+    fn serve(&self, fd: RawFd, client: &Arc<Mutex<Client>>, wake: Wake) {
+        if wake == Wake::Resume && !self.is_current(fd, client) {
+            return;
+        }
+        {
+            let mut c = client.lock();
+            match wake {
+                Wake::Resume => c.resume_scheduled = false,
+                // A continuation (or the answer awaited) will read what arrived.
+                Wake::Ready if c.resume_scheduled || c.waiting => return,
+                Wake::Ready => {}
+            }
+        }
         let mut buf = [0u8; 4096];
+        let (mut requests, mut read) = (0usize, 0usize);
         loop {
             let mut c = client.lock();
             if c.dead {
@@ -331,7 +590,56 @@ impl Control {
                 self.drop_client(fd);
                 return;
             }
+            // The complete lines already here, up to the budget.
+            let mut start = 0;
+            while !c.waiting && requests < REQUESTS_PER_TURN {
+                let Some(pos) = c.inbuf[start..].iter().position(|b| *b == b'\n') else {
+                    break;
+                };
+                let line = c.inbuf[start..start + pos].to_vec();
+                start += pos + 1;
+                requests += 1;
+                drop(c);
+                let answer = self.request(&line);
+                c = client.lock();
+                match answer {
+                    None => {}
+                    Some(Answer::Now(r)) => c.queue(&r),
+                    Some(Answer::Fill(job)) => {
+                        c.waiting = true;
+                        self.start_fill(fd, client, job);
+                    }
+                }
+            }
+            c.inbuf.drain(..start);
             c.flush();
+            if c.waiting {
+                drop(c);
+                self.settle(fd, client);
+                return;
+            }
+            if requests >= REQUESTS_PER_TURN || read >= READ_PER_TURN {
+                // The others' turn; the rest (buffered or still in the socket, whose edge
+                // has been consumed) is served by a bottom half in a later round.
+                c.resume_scheduled = true;
+                drop(c);
+                let (me, cl) = (self.me.clone(), client.clone());
+                self.h.call_soon(move || {
+                    if let Some(ctl) = me.upgrade() {
+                        ctl.serve(fd, &cl, Wake::Resume);
+                    }
+                });
+                self.settle(fd, client);
+                return;
+            }
+            // Every complete line is served: what is left is the start of one.
+            if c.inbuf.len() > MAX_LINE {
+                c.send(&json!({"error": {"class": "GenericError",
+                    "desc": format!("request line longer than {MAX_LINE} bytes; closing")}}));
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                c.inbuf = Vec::new();
+                c.draining = true;
+            }
             let n = match c.stream.read(&mut buf) {
                 Ok(0) => {
                     drop(c);
@@ -353,31 +661,63 @@ impl Control {
                     return;
                 }
             };
-            if c.draining {
-                continue;
-            }
-            c.inbuf.extend_from_slice(&buf[..n]);
-            while let Some(pos) = c.inbuf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = c.inbuf.drain(..=pos).collect();
-                drop(c);
-                let reply = self.request(&line[..line.len() - 1]);
-                c = client.lock();
-                if let Some(r) = reply {
-                    c.queue(&r); // sent by the flush at the top of the loop
-                }
-            }
-            if c.inbuf.len() > MAX_LINE {
-                c.send(&json!({"error": {"class": "GenericError",
-                    "desc": format!("request line longer than {MAX_LINE} bytes; closing")}}));
-                let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                c.inbuf = Vec::new();
-                c.draining = true;
+            read += n;
+            if !c.draining {
+                c.inbuf.extend_from_slice(&buf[..n]);
             }
         }
     }
 
+    /// Hands a block to the fill thread; when it is filled, the loop publishes it, answers
+    /// the client and serves the requests that waited.
+    fn start_fill(&self, fd: RawFd, client: &Arc<Mutex<Client>>, job: PendingFill) {
+        let size = job.block.size();
+        self.filling.fetch_add(size, Ordering::Relaxed);
+        let (me, cl, h, id) = (self.me.clone(), client.clone(), self.h.clone(), job.id);
+        let done = Box::new(move |block: RamBlock, r: Result<(), String>| {
+            h.call_soon(move || {
+                if let Some(ctl) = me.upgrade() {
+                    ctl.finish_fill(fd, &cl, block, r, id);
+                }
+            });
+        });
+        let sent = self.fill_tx.lock().send(FillJob {
+            block: job.block,
+            pattern: job.pattern,
+            done,
+        });
+        if let Err(mpsc::SendError(job)) = sent {
+            // The fill thread is gone (it cannot panic: fill returns errors): fill here.
+            let r = fill(&job.block, job.pattern);
+            (job.done)(job.block, r);
+        }
+    }
+
+    /// On the loop thread: publishes a filled block and answers the `ram-add`.
+    fn finish_fill(
+        &self,
+        fd: RawFd,
+        client: &Arc<Mutex<Client>>,
+        block: RamBlock,
+        filled: Result<(), String>,
+        id: Option<Value>,
+    ) {
+        self.filling.fetch_sub(block.size(), Ordering::Relaxed);
+        let result = match filled {
+            Ok(()) => self.publish(block, std::time::Instant::now()),
+            Err(e) => Err(bad(e)),
+        };
+        let reply = Self::reply(result, id);
+        {
+            let mut c = client.lock();
+            c.waiting = false;
+            c.queue(&reply);
+        }
+        self.serve(fd, client, Wake::Resume);
+    }
+
     /// Parses and executes one request line; `None` for a blank line.
-    fn request(&self, line: &[u8]) -> Option<Value> {
+    fn request(&self, line: &[u8]) -> Option<Answer> {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
         if text.is_empty() {
@@ -386,23 +726,39 @@ impl Control {
         let req: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                return Some(json!({"error": {"class": "GenericError",
-                    "desc": format!("malformed JSON: {e}")}}))
+                return Some(Answer::Now(json!({"error": {"class": "GenericError",
+                    "desc": format!("malformed JSON: {e}")}})))
             }
         };
         let id = req.get("id").cloned();
         let result = match req.get("execute") {
             Some(Value::String(cmd)) => {
                 let empty = Map::new();
-                match req.get("arguments") {
-                    None | Some(Value::Null) => self.execute(cmd, &empty),
-                    Some(Value::Object(args)) => self.execute(cmd, args),
+                let args = match req.get("arguments") {
+                    None | Some(Value::Null) => Ok(&empty),
+                    Some(Value::Object(args)) => Ok(args),
                     Some(_) => Err(bad("'arguments' must be an object")),
+                };
+                match args {
+                    Ok(args) if cmd == "ram-add" => match self.ram_add(args) {
+                        Ok(RamAdd::Done(v)) => Ok(v),
+                        Ok(RamAdd::Fill(block, pattern)) => {
+                            return Some(Answer::Fill(PendingFill { block, pattern, id }))
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Ok(args) => self.execute(cmd, args),
+                    Err(e) => Err(e),
                 }
             }
             Some(_) => Err(bad("'execute' must be a string")),
             None => Err(bad("expected {\"execute\": COMMAND, \"arguments\": {...}}")),
         };
+        Some(Answer::Now(Self::reply(result, id)))
+    }
+
+    /// The reply line for a command's result.
+    fn reply(result: Result<Value, CmdError>, id: Option<Value>) -> Value {
         let mut reply = match result {
             Ok(v) => json!({ "return": v }),
             Err((class, desc)) => json!({"error": {"class": class, "desc": desc}}),
@@ -410,26 +766,98 @@ impl Control {
         if let Some(id) = id {
             reply["id"] = id;
         }
-        Some(reply)
+        reply
     }
 
     fn execute(&self, cmd: &str, args: &Map<String, Value>) -> Result<Value, CmdError> {
-        if cmd == "ram-add" || cmd == "ram-remove" {
+        if cmd == "ram-remove" {
             let kvm0 = self.shared.slot_ioctl_ns.load(Ordering::Relaxed);
             let t = std::time::Instant::now();
             let r = self.execute_inner(cmd, args);
-            let total = t.elapsed().as_nanos() as u64;
-            let kvm = self.shared.slot_ioctl_ns.load(Ordering::Relaxed) - kvm0;
             if r.is_ok() {
-                let mut h = self.hotplug_ns.lock();
-                if h.len() == 4096 {
-                    h.pop_front();
-                }
-                h.push_back(total.saturating_sub(kvm));
+                self.record_hotplug(t, kvm0);
             }
             return r;
         }
         self.execute_inner(cmd, args)
+    }
+
+    /// Records the VMM's share of a hot-plug operation that started at `t`, when the KVM
+    /// slot-ioctl total was `kvm0`.
+    fn record_hotplug(&self, t: std::time::Instant, kvm0: u64) {
+        let total = t.elapsed().as_nanos() as u64;
+        let kvm = self.shared.slot_ioctl_ns.load(Ordering::Relaxed) - kvm0;
+        let mut h = self.hotplug_ns.lock();
+        if h.len() == 4096 {
+            h.pop_front();
+        }
+        h.push_back(total.saturating_sub(kvm));
+    }
+
+    /// `ram-add`: checks the block against the hot-plug window and `--max-memory`, maps it,
+    /// and publishes it now, or (with a pattern) hands it back to be filled first.
+    fn ram_add(&self, args: &Map<String, Value>) -> Result<RamAdd, CmdError> {
+        let t = std::time::Instant::now();
+        let s = &self.shared;
+        let name = arg_str(args, "name")?;
+        let gpa = arg_u64(args, "gpa")?;
+        let size = arg_u64(args, "size")?;
+        // Without a pattern the block is left as the host gives it (zeroes) and nothing is
+        // touched; with one, every qword is filled (off the loop) before publication.
+        let pattern = match args.get("pattern") {
+            None => None,
+            Some(_) => Some(arg_u64(args, "pattern")?),
+        };
+        if !layout::in_hotplug_window(gpa, size) {
+            return Err(bad(format!(
+                "RAM can be added only inside the hot-plug window {:#x}-{:#x} ({} MiB); \
+                 {gpa:#x} + {size:#x} bytes is not inside it",
+                layout::HOTPLUG_START,
+                layout::HOTPLUG_END - 1,
+                (layout::HOTPLUG_END - layout::HOTPLUG_START) >> 20
+            )));
+        }
+        if s.ram.find_by_name(name).is_some() {
+            return Err(bad(format!("a RAM block named '{name}' exists")));
+        }
+        let present: u64 = s
+            .ram
+            .snapshot_owned()
+            .blocks()
+            .iter()
+            .map(|b| b.size())
+            .sum();
+        let total = present
+            .saturating_add(self.filling.load(Ordering::Relaxed))
+            .saturating_add(size);
+        if total > self.max_memory {
+            return Err(bad(format!(
+                "guest memory would be {} MiB, over --max-memory {} MiB ({} MiB present or \
+                 being added); remove a block or start the VMM with a larger --max-memory",
+                total >> 20,
+                self.max_memory >> 20,
+                (total - size) >> 20
+            )));
+        }
+        let block =
+            RamBlock::new(name, gpa, size, BlockFlags::empty()).map_err(|e| bad(e.to_string()))?;
+        match pattern {
+            Some(p) => Ok(RamAdd::Fill(block, p)),
+            // The share counted from the request's start (its mmap included), as before.
+            None => Ok(RamAdd::Done(self.publish(block, t)?)),
+        }
+    }
+
+    /// Publishes a block (RAM list, KVM slot, lookup tables) and records the VMM's share of
+    /// the work since `t`.
+    fn publish(&self, block: RamBlock, t: std::time::Instant) -> Result<Value, CmdError> {
+        let s = &self.shared;
+        let kvm0 = s.slot_ioctl_ns.load(Ordering::Relaxed);
+        s.lookup_tables
+            .update(|| s.ram.add(block))
+            .map_err(|e| bad(e.to_string()))?;
+        self.record_hotplug(t, kvm0);
+        Ok(json!({}))
     }
 
     fn hotplug_stats(&self) -> Value {
@@ -523,35 +951,6 @@ impl Control {
             }
             "quit" => {
                 s.finish(Outcome::Stopped, None);
-                Ok(json!({}))
-            }
-            "ram-add" => {
-                let name = arg_str(args, "name")?;
-                let gpa = arg_u64(args, "gpa")?;
-                let size = arg_u64(args, "size")?;
-                // Without a pattern the block is left as the host gives it (zeroes) and
-                // nothing is touched; with one, every qword is filled before publication.
-                let pattern = match args.get("pattern") {
-                    None => None,
-                    Some(_) => Some(arg_u64(args, "pattern")?),
-                };
-                if s.ram.find_by_name(name).is_some() {
-                    return Err(bad(format!("a RAM block named '{name}' exists")));
-                }
-                let block = RamBlock::new(name, gpa, size, BlockFlags::empty())
-                    .map_err(|e| bad(e.to_string()))?;
-                let chunk: Vec<u8> = pattern.unwrap_or(0).to_le_bytes().repeat(512);
-                let mut off = if pattern.is_some() { 0 } else { size };
-                while off < size {
-                    let n = (size - off).min(chunk.len() as u64) as usize;
-                    block
-                        .write_at(off, &chunk[..n])
-                        .map_err(|e| bad(e.to_string()))?;
-                    off += n as u64;
-                }
-                s.lookup_tables
-                    .update(|| s.ram.add(block))
-                    .map_err(|e| bad(e.to_string()))?;
                 Ok(json!({}))
             }
             "ram-remove" => {

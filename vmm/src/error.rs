@@ -113,6 +113,17 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+    /// `--max-memory` below `--mem`.
+    #[error(
+        "--max-memory {max_mib} MiB is less than --mem {mem_mib} MiB: it caps boot RAM and \
+         hot-added RAM together; give at least --mem"
+    )]
+    MaxMemory {
+        /// --max-memory, in MiB.
+        max_mib: u64,
+        /// --mem, in MiB.
+        mem_mib: u64,
+    },
     /// Guest memory could not be created.
     #[error(
         "cannot allocate {mib} MiB of guest memory: {source}; ask for less with --mem or free \

@@ -20,6 +20,9 @@ use vmm::vm::{SerialMode, Vm, VmConfig};
 /// Power-off needs nothing here: the DSDT's `\_S5` and the FADT's sleep registers.
 const LINUX_CMDLINE: &str = "console=ttyS0 reboot=k 8250.nr_uarts=1";
 
+/// What `ram-add` may add beyond `--mem` unless `--max-memory` says otherwise.
+const DEFAULT_HOTPLUG_MEMORY: u64 = 256 << 20;
+
 const AFTER_HELP: &str = "\
 Exit status:
   0  the guest reset (outcome reset) or powered off (outcome power-off);
@@ -102,6 +105,10 @@ struct Cli {
     /// Serve the JSON control socket (QMP-like: query-status, pause, ram-add, ...) at PATH.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// The most guest RAM, boot RAM and control-socket `ram-add` blocks together (which go
+    /// only in the hot-plug window 0xe0000000-0xfebfffff). Default: --mem plus 256M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_memory: Option<u64>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -254,6 +261,15 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         ram_lookup: cli.ram_lookup,
         fail_on: fail_patterns(&cli),
     };
+    let max_memory = cli
+        .max_memory
+        .unwrap_or(cli.mem.saturating_add(DEFAULT_HOTPLUG_MEMORY));
+    if max_memory < cli.mem {
+        anyhow::bail!(vmm::Error::MaxMemory {
+            max_mib: max_memory >> 20,
+            mem_mib: cli.mem >> 20,
+        });
+    }
     if cli.cpus > u8::MAX as u64 {
         anyhow::bail!(vmm::Error::Cpus {
             asked: cli.cpus,
@@ -313,7 +329,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     }
     let _control = match &cli.control {
         Some(path) => Some(
-            vmm::control::Control::start(path, &h, shared.clone())
+            vmm::control::Control::start(path, &h, shared.clone(), max_memory)
                 .with_context(|| format!("opening the control socket {}", path.display()))?,
         ),
         None => None,

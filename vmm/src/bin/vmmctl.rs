@@ -49,7 +49,8 @@ enum What {
         /// The block's name.
         #[arg(long, default_value = "churn")]
         name: String,
-        /// Its guest-physical address (decimal or 0x hex); it must be outside the boot RAM.
+        /// Its guest-physical address (decimal or 0x hex); the block must lie inside the VMM's
+        /// hot-plug window, 0xe0000000-0xfebfffff.
         #[arg(long, default_value = "0xe0000000", value_parser = parse_u64)]
         gpa: u64,
         /// Its size in bytes (decimal or 0x hex).
