@@ -307,6 +307,20 @@ pub fn load_image<M: GuestMemoryBackend>(
     })?;
     let kernel_load = loaded.kernel_load.0;
     let kernel_end = loaded.kernel_end;
+    // The 64-bit entry point is 0x200 bytes into the protected-mode kernel, which must hold
+    // it (else the vCPU would start outside what was loaded, or outside RAM: an image whose
+    // setup sectors cover the whole file "loads" 0 bytes at any code32_start).
+    let kernel_len = kernel_end.saturating_sub(kernel_load);
+    if kernel_len <= 0x200 {
+        return Err(Error::KernelHeader {
+            name: name.to_string(),
+            why: format!(
+                "after its setup sectors (setup_sects {}) only {kernel_len} bytes of kernel are \
+                 left, so the 64-bit entry point at +0x200 is not in the image",
+                hdr.setup_sects
+            ),
+        });
+    }
     let mut hdr = loaded.setup_header.unwrap_or(hdr);
 
     // The command line, NUL-terminated.
@@ -689,6 +703,31 @@ mod tests {
         );
         let fits = "x".repeat(CMDLINE_ROOM);
         load_with_initrd(&img, &fits).unwrap();
+    }
+
+    /// Found by the loader fuzz target: setup sectors covering the whole file and
+    /// code32_start 0xffffffff "loaded" 0 bytes there, and the entry point was outside RAM.
+    #[test]
+    fn an_image_with_no_kernel_after_its_setup_is_an_error() {
+        let img = crafted(|i| {
+            i[SETUP_SECTS] = 1;
+            put(i, 0x214, &u32::MAX.to_le_bytes()); // code32_start
+            i.truncate(1024);
+        });
+        let e = load_with_initrd(&img, "x").unwrap_err();
+        assert!(
+            matches!(e, Error::KernelHeader { .. }) && e.to_string().contains("+0x200"),
+            "{e}"
+        );
+        // The same with code32_start where it belongs: still no entry point in the image.
+        let img = crafted(|i| {
+            i[SETUP_SECTS] = 1;
+            i.truncate(1024 + 0x200);
+        });
+        assert!(matches!(
+            load_with_initrd(&img, "x"),
+            Err(Error::KernelHeader { .. })
+        ));
     }
 
     #[test]

@@ -376,8 +376,9 @@ impl Control {
         }
     }
 
-    /// Parses and executes one request line; `None` for a blank line.
-    fn request(&self, line: &[u8]) -> Option<Value> {
+    /// Parses and executes one request line; `None` for a blank line. Public for the fuzz
+    /// target (`fuzz/fuzz_targets/control.rs`), which calls it with arbitrary bytes.
+    pub fn request(&self, line: &[u8]) -> Option<Value> {
         let text = String::from_utf8_lossy(line);
         let text = text.trim();
         if text.is_empty() {
