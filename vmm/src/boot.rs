@@ -333,15 +333,7 @@ pub fn load_image<M: GuestMemoryBackend>(
     let low_end = cfg.mem.min(MMIO_HOLE);
     let initrd = match initrd {
         None => None,
-        Some(image) => Some(load_initrd(
-            mem,
-            name,
-            image,
-            &hdr,
-            kernel_load,
-            kernel_end,
-            low_end,
-        )?),
+        Some(image) => load_initrd(mem, name, image, &hdr, kernel_load, kernel_end, low_end)?,
     };
 
     hdr.type_of_loader = 0xff;
@@ -434,7 +426,7 @@ fn load_initrd<M: GuestMemoryBackend>(
     kernel_load: u64,
     kernel_end: u64,
     low_end: u64,
-) -> Result<(u64, u64)> {
+) -> Result<Option<(u64, u64)>> {
     // Open a file first (so that a missing one is reported as such) and know its size before
     // reading a byte of it.
     enum Opened<'a> {
@@ -452,6 +444,11 @@ fn load_initrd<M: GuestMemoryBackend>(
         }
         InitrdImage::Bytes(b) => ("(in memory)".to_string(), b.len() as u64, Opened::Bytes(b)),
     };
+    if size == 0 {
+        // Nothing to place: the zero page says "no initrd" (found by the loader fuzz target:
+        // an empty initrd was "placed" at initrd_addr_max, below the kernel).
+        return Ok(None);
+    }
     // Room between the kernel's footprint and the top of low memory / initrd_addr_max.
     let footprint_end = kernel_footprint_end(kernel_name, hdr, kernel_load, kernel_end)?;
     let max = if hdr.initrd_addr_max == 0 {
@@ -476,7 +473,7 @@ fn load_initrd<M: GuestMemoryBackend>(
         }
         Opened::Bytes(b) => write_slice(mem, "the initrd", addr, b)?,
     }
-    Ok((addr, size))
+    Ok(Some((addr, size)))
 }
 
 /// GDT entries: null, null, 64-bit code (0x10), data (0x18), TSS (0x20).
@@ -728,6 +725,23 @@ mod tests {
             load_with_initrd(&img, "x"),
             Err(Error::KernelHeader { .. })
         ));
+    }
+
+    /// Found by the loader fuzz target: an empty initrd with initrd_addr_max below the kernel
+    /// was "placed" at 0x10000, below the kernel, among the boot structures.
+    #[test]
+    fn an_empty_initrd_is_no_initrd() {
+        let img = crafted(|i| put(i, INITRD_ADDR_MAX, &0xffffu32.to_le_bytes()));
+        let l = load_image(
+            &memory(),
+            &cfg("x"),
+            "crafted",
+            &img,
+            Some(InitrdImage::Bytes(&[])),
+        )
+        .unwrap();
+        assert_eq!(l.initrd, None);
+        assert_eq!((l.header.ramdisk_image, l.header.ramdisk_size), (0, 0));
     }
 
     #[test]
