@@ -51,6 +51,9 @@ fn make_env() -> Env {
     let path = std::env::temp_dir().join(format!("vmm-fuzz-control-{}.sock", std::process::id()));
     let ctl = Control::start(&path, &main_loop.handle(), shared.clone())
         .unwrap_or_else(|e| panic!("binding the control socket {}: {e}", path.display()));
+    // Requests are handed to `request` directly; the listener needs no name (and libFuzzer
+    // exits without running destructors, which would leave the file behind).
+    let _ = std::fs::remove_file(&path);
     Env {
         ctl,
         shared,
