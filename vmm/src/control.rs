@@ -716,6 +716,23 @@ impl Control {
         self.serve(fd, client, Wake::Resume);
     }
 
+    /// Parses and executes one request line as the loop does for a client, but all on the
+    /// caller's thread (a `ram-add`'s fill included): the reply, or `None` for a blank line.
+    /// Public for the fuzz target (`fuzz/fuzz_targets/control.rs`), which calls it with
+    /// arbitrary bytes.
+    pub fn request_now(&self, line: &[u8]) -> Option<Value> {
+        Some(match self.request(line)? {
+            Answer::Now(v) => v,
+            Answer::Fill(job) => {
+                let result = match fill(&job.block, job.pattern) {
+                    Ok(()) => self.publish(job.block, std::time::Instant::now()),
+                    Err(e) => Err(bad(e)),
+                };
+                Self::reply(result, job.id)
+            }
+        })
+    }
+
     /// Parses and executes one request line; `None` for a blank line.
     fn request(&self, line: &[u8]) -> Option<Answer> {
         let text = String::from_utf8_lossy(line);

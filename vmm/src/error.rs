@@ -37,6 +37,43 @@ pub enum Error {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// A --kernel or --initrd path names something other than a regular file.
+    #[error(
+        "{what} {path}: {kind}, not a regular file; pass the path of an image file (devices, \
+         pipes and directories are refused so that loading stays bounded)"
+    )]
+    NotRegularFile {
+        /// "kernel" or "initrd".
+        what: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead ("a directory", "a character device", ...).
+        kind: &'static str,
+    },
+    /// The kernel file is larger than guest memory.
+    #[error(
+        "kernel {name} is {size} bytes, more than the guest's {mem} bytes of memory; give the \
+         guest more memory with --mem or check that this is a kernel image"
+    )]
+    KernelTooLarge {
+        /// The kernel.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// Guest memory.
+        mem: u64,
+    },
+    /// The kernel's setup header has fields whose values cannot describe a loadable kernel.
+    #[error(
+        "kernel {name}: bad setup header: {why}; the image is damaged or not a kernel this \
+         VMM can load"
+    )]
+    KernelHeader {
+        /// The kernel.
+        name: String,
+        /// Which fields and why.
+        why: String,
+    },
     /// The kernel file is not a bzImage.
     #[error(
         "kernel {0}: not a bzImage (no \"HdrS\" boot-protocol header at offset 0x202); pass \
