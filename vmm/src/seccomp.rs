@@ -295,6 +295,13 @@ pub const VCPU: &[Allow] = &[
         libc::SYS_tgkill,
         "finish/pause kick the other vCPUs out of KVM_RUN",
     ),
+    when2(
+        libc::SYS_sendto,
+        Arg::Eq32(3, libc::MSG_NOSIGNAL as u32),
+        Arg::Masked(4, u64::MAX, 0),
+        "the control socket's RESET/SHUTDOWN event goes out from the thread that ends the run \
+         (Control::broadcast); connected sockets only (no address)",
+    ),
 ];
 
 /// The main thread once set-up is over.
@@ -315,6 +322,11 @@ pub const MAIN_LOOP: &[Allow] = &[
     any(libc::SYS_recvfrom, "control clients"),
     any(libc::SYS_sendto, "replies to control clients"),
     any(libc::SYS_accept4, "new control clients"),
+    when(
+        libc::SYS_shutdown,
+        Arg::Eq32(1, libc::SHUT_WR as u32),
+        "a control client that sent an oversized line is told the end",
+    ),
     when2(
         libc::SYS_getsockopt,
         Arg::Eq32(1, libc::SOL_SOCKET as u32),
