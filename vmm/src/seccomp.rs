@@ -15,6 +15,9 @@
 //! answered with `SECCOMP_RET_TRAP`: the kernel sends SIGSYS to the thread, whose handler
 //! writes one fixed line (thread name, filter, call number and name) to stderr with `write`
 //! and ends the process with status 1. Nothing else runs, so the message is the last word.
+//! (Where the thread has SIGSYS blocked, as the C library does around the `clone` of
+//! `pthread_create` and `posix_spawn`, the kernel kills the process with SIGSYS instead: no
+//! message, and the shell says "Bad system call".)
 //!
 //! **Adding a call.** The SIGSYS line says which table lacks what, e.g. `vmm: seccomp: thread
 //! 'vcpu0' (filter VCPU) made system call 41 (socket), which its filter forbids`. Add an
