@@ -626,6 +626,7 @@ pub struct RcuBuilder {
     batch_wait: Duration,
     high_water: usize,
     lock: Option<Arc<dyn CallbackLock>>,
+    on_reclaimer_start: Option<crate::reclaim::StartHook>,
 }
 
 impl Default for RcuBuilder {
@@ -642,6 +643,7 @@ impl Default for RcuBuilder {
             batch_wait: Duration::from_millis(50),
             high_water: 100_000,
             lock: None,
+            on_reclaimer_start: None,
         }
     }
 }
@@ -697,6 +699,27 @@ impl RcuBuilder {
         self
     }
 
+    /// A function that runs first on the domain's reclamation thread, before that thread
+    /// takes its first batch (the VMM installs the thread's seccomp filter with it).
+    ///
+    /// Contract:
+    /// - It runs once per reclamation thread: on the thread the domain starts on first need
+    ///   (the first `call_rcu`, `defer_drop`, `rcu_barrier` or `start_poll`, or
+    ///   [`Rcu::start_reclaimer`]), and again on the new thread a child of `fork()` starts.
+    ///   It never runs on the caller's thread.
+    /// - Nothing waits for it: the thread that caused the start goes on at once. A caller
+    ///   that needs it to have run (before it lets untrusted input in, say) makes the hook
+    ///   signal it.
+    /// - It runs holding no lock of the domain and not as a reader, so it may block, but it
+    ///   must not wait for anything the domain's users may hold while they queue callbacks
+    ///   (the callback lock, say): callbacks queue up meanwhile.
+    /// - If it panics, the panic is logged and reclamation runs anyway: a hook that must not
+    ///   be skipped handles its own failure (the VMM ends the process).
+    pub fn on_reclaimer_start(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_reclaimer_start = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     /// Creates the domain.
     pub fn build(self) -> Rcu {
         let use_membarrier = self.membarrier && crate::membarrier::available();
@@ -718,7 +741,7 @@ impl RcuBuilder {
                 high_water: self.high_water,
             },
             stats: StatCounters::default(),
-            reclaim: Reclaimer::new(self.lock),
+            reclaim: Reclaimer::new(self.lock, self.on_reclaimer_start),
         });
         #[cfg(not(loom))]
         crate::fork::track(&inner);

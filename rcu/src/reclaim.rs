@@ -110,6 +110,8 @@ pub(crate) struct Reclaimer {
     started: AtomicBool,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
     lock: Option<Arc<dyn CallbackLock>>,
+    /// Runs first on each reclamation thread ([`crate::RcuBuilder::on_reclaimer_start`]).
+    on_start: Option<StartHook>,
     /// Barriers whose callback ran in the current batch; set once the batch's statistics are
     /// recorded, so a caller of `rcu_barrier` sees them up to date.
     barriers_done: Mutex<Vec<Arc<Event>>>,
@@ -126,6 +128,9 @@ pub(crate) struct Reclaimer {
     /// The last such panic's message, for the error of a waiter that gives up.
     last_failure: Mutex<String>,
 }
+
+/// The reclamation thread's start hook ([`crate::RcuBuilder::on_reclaimer_start`]).
+pub(crate) type StartHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// After this many failed rounds in a row, `rcu_barrier` panics instead of waiting, and a
 /// throttled producer stops waiting.
@@ -162,7 +167,7 @@ fn on_reclaimer_thread(id: u64) -> bool {
 }
 
 impl Reclaimer {
-    pub(crate) fn new(lock: Option<Arc<dyn CallbackLock>>) -> Self {
+    pub(crate) fn new(lock: Option<Arc<dyn CallbackLock>>, on_start: Option<StartHook>) -> Self {
         Reclaimer {
             head: AtomicPtr::new(ptr::null_mut()),
             pending: AtomicUsize::new(0),
@@ -177,6 +182,7 @@ impl Reclaimer {
             started: AtomicBool::new(false),
             thread: Mutex::new(None),
             lock,
+            on_start,
             barriers_done: Mutex::new(Vec::new()),
             carry: AtomicPtr::new(ptr::null_mut()),
             acquiring_lock: AtomicBool::new(false),
@@ -462,6 +468,17 @@ impl Reclaimer {
         #[cfg(not(loom))]
         RECLAIMER_OF.with(|c| c.set(inner.id));
         let r = &inner.reclaim;
+        if let Some(hook) = &r.on_start {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook()))
+            {
+                log::error!(
+                    "rcu: the start hook of domain {}'s reclamation thread panicked ({}); \
+                     reclamation runs anyway",
+                    inner.id,
+                    panic_message(&*payload)
+                );
+            }
+        }
         loop {
             // A panic outside a callback (in the callback lock or a grace period) must not
             // kill the thread: `rcu_barrier` and throttled producers would wait for it forever.
@@ -770,6 +787,14 @@ impl crate::Rcu {
         #[cfg(not(loom))]
         crate::local::assert_may_block(self, "rcu_barrier");
         Reclaimer::barrier(&self.handle.inner);
+    }
+
+    /// Starts the domain's reclamation thread now if it is not running (it otherwise starts
+    /// on first need), so that its [start hook](crate::RcuBuilder::on_reclaimer_start) runs
+    /// at a time the caller chooses. Returns at once; does nothing after the domain began
+    /// to drop.
+    pub fn start_reclaimer(&self) {
+        Reclaimer::ensure_started(&self.handle.inner);
     }
 
     /// Starts polling for a grace period: returns a token that [`poll`](Self::poll) reports

@@ -294,3 +294,65 @@ fn dropping_the_domain_runs_pending_callbacks() {
     }
     assert_eq!(n.load(Ordering::SeqCst), 100);
 }
+
+/// The start hook runs once, first, on the reclamation thread (the thread that runs the
+/// callbacks), not on the caller's; `start_reclaimer` starts that thread with no callback.
+#[test]
+fn the_start_hook_runs_first_and_once_on_the_reclamation_thread() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let rcu = {
+        let calls = calls.clone();
+        Rcu::builder()
+            .batch(1, Duration::from_millis(1))
+            .on_reclaimer_start(move || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tx.send(thread::current().id()).unwrap();
+            })
+            .build()
+    };
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no thread before it is needed"
+    );
+    rcu.start_reclaimer();
+    let hook_thread = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("start_reclaimer ran the hook");
+    assert_ne!(hook_thread, thread::current().id());
+    let ran_on = Arc::new(Mutex::new(None));
+    for _ in 0..3 {
+        let ran_on = ran_on.clone();
+        rcu.call_rcu(move || *ran_on.lock() = Some(thread::current().id()));
+        rcu.rcu_barrier();
+    }
+    rcu.start_reclaimer();
+    rcu.rcu_barrier();
+    assert_eq!(
+        *ran_on.lock(),
+        Some(hook_thread),
+        "callbacks run where the hook ran"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "once per reclamation thread"
+    );
+}
+
+/// A hook that panics does not take reclamation down with it.
+#[test]
+fn a_panicking_start_hook_does_not_stop_reclamation() {
+    let rcu = Rcu::builder()
+        .batch(1, Duration::from_millis(1))
+        .on_reclaimer_start(|| panic!("deliberate"))
+        .build();
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = ran.clone();
+        rcu.call_rcu(move || ran.store(true, Ordering::SeqCst));
+    }
+    rcu.rcu_barrier();
+    assert!(ran.load(Ordering::SeqCst));
+}

@@ -148,8 +148,9 @@ pub struct Control {
     max_memory: u64,
     /// Bytes of `ram-add` blocks being filled (counted against `max_memory`).
     filling: AtomicU64,
-    /// The fill thread's queue.
-    fill_tx: Mutex<mpsc::Sender<FillJob>>,
+    /// The fill thread's queue. The thread starts at the first fill, from the main loop, so
+    /// that it inherits the main loop's seccomp filter (`crate::seccomp`).
+    fill_tx: Mutex<Option<mpsc::Sender<FillJob>>>,
 }
 
 /// Why a serve call happens.
@@ -394,13 +395,12 @@ impl Control {
                 mode & 0o777
             )));
         }
-        let fill_tx = spawn_filler()?;
         let ctl = Arc::new_cyclic(|me| Control {
             euid: sys::euid(),
             refused: AtomicU64::new(0),
             max_memory,
             filling: AtomicU64::new(0),
-            fill_tx: Mutex::new(fill_tx),
+            fill_tx: Mutex::new(None),
             me: me.clone(),
             hotplug_ns: Mutex::new(std::collections::VecDeque::new()),
             shared: shared.clone(),
@@ -681,13 +681,24 @@ impl Control {
                 }
             });
         });
-        let sent = self.fill_tx.lock().send(FillJob {
+        let job = FillJob {
             block: job.block,
             pattern: job.pattern,
             done,
-        });
+        };
+        let mut tx = self.fill_tx.lock();
+        if tx.is_none() {
+            *tx = spawn_filler()
+                .map_err(|e| log::warn!("cannot start the ram-add fill thread ({e}); filling here"))
+                .ok();
+        }
+        let sent = match tx.as_ref() {
+            Some(tx) => tx.send(job),
+            None => Err(mpsc::SendError(job)),
+        };
+        drop(tx);
         if let Err(mpsc::SendError(job)) = sent {
-            // The fill thread is gone (it cannot panic: fill returns errors): fill here.
+            // No fill thread (it could not start; it cannot panic: fill returns errors).
             let r = fill(&job.block, job.pattern);
             (job.done)(job.block, r);
         }

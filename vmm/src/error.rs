@@ -199,6 +199,17 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+    /// A seccomp filter could not be built or installed.
+    #[error(
+        "seccomp: {what}: {detail}. The kernel needs seccomp filtering \
+         (CONFIG_SECCOMP_FILTER); --no-seccomp runs without it, for debugging only"
+    )]
+    Seccomp {
+        /// What the VMM was doing.
+        what: &'static str,
+        /// The error.
+        detail: String,
+    },
 }
 
 /// Shorthand.

@@ -22,6 +22,7 @@ pub mod mptable;
 pub mod outcome;
 pub mod pvm;
 pub mod report;
+pub mod seccomp;
 pub mod term;
 pub mod vcpu;
 pub mod vm;

@@ -3,9 +3,11 @@
 use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use vmm::boot::{BootConfig, KernelSource};
 use vmm::outcome::status;
+use vmm::seccomp::{self, ThreadKind};
 use vmm::vm::{SerialMode, Vm, VmConfig};
 
 /// The command line a Linux `--kernel` gets without `--cmdline`:
@@ -109,6 +111,11 @@ struct Cli {
     /// only in the hot-plug window 0xe0000000-0xfebfffff). Default: --mem plus 256M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
+    /// Run without the per-thread seccomp filters. For debugging only (for example under
+    /// `strace -f`, to find a system call a filter lacks): without them a VMM thread that a
+    /// guest took over could make any system call. Says so on stderr.
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -291,9 +298,21 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     };
     // SIGINT/SIGTERM are blocked in every thread (the vCPU threads inherit the mask) and
     // arrive through a signalfd on the main loop.
+    let filters = if cli.no_seccomp {
+        eprintln!(
+            "vmm: warning: --no-seccomp: system-call filtering is OFF. Use it only to debug: \
+             a VMM thread that a guest took over could make any system call"
+        );
+        None
+    } else {
+        Some(Arc::new(seccomp::Filters::new()?))
+    };
     iohandler::block_termination_signals().context("blocking SIGINT/SIGTERM")?;
     let bql = iohandler::Bql::new();
-    let rcu = iohandler::rcu_domain(&bql);
+    let rcu = match &filters {
+        Some(f) => confined_rcu_domain(&bql, f.clone())?,
+        None => iohandler::rcu_domain(&bql),
+    };
     let mut main_loop =
         iohandler::MainLoop::with_domain(bql, rcu.clone()).context("creating the main loop")?;
     let h = main_loop.handle();
@@ -313,7 +332,8 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     } else {
         None
     };
-    let running = vm.start();
+    // Each vCPU thread installs its filter before its first KVM_RUN.
+    let running = vm.start_confined(filters.clone());
     let shared = running.shared().clone();
     {
         let h = h.clone();
@@ -345,6 +365,11 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     } else {
         None
     };
+    // Set-up is over: the main thread takes its filter before the loop's first round.
+    if let Some(f) = &filters {
+        f.install(ThreadKind::MainLoop)
+            .context("confining the main thread")?;
+    }
     main_loop.run().context("running the main loop")?;
     let report = running.wait();
     drop(_stdin);
@@ -364,6 +389,30 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         }
     }
     Ok(status)
+}
+
+/// The VMM's RCU domain, whose reclamation thread installs its seccomp filter first thing;
+/// returns once it has, so that the filter is in place before the guest starts.
+fn confined_rcu_domain(
+    bql: &Arc<iohandler::Bql>,
+    filters: Arc<seccomp::Filters>,
+) -> anyhow::Result<rcu::Rcu> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rcu = iohandler::rcu_domain_builder(bql)
+        .on_reclaimer_start(move || match filters.install(ThreadKind::Reclaim) {
+            Ok(()) => {
+                let _ = tx.send(());
+            }
+            Err(e) => {
+                eprintln!("vmm: error: the RCU reclamation thread: {e}");
+                std::process::exit(status::ERROR);
+            }
+        })
+        .build();
+    rcu.start_reclaimer();
+    rx.recv_timeout(Duration::from_secs(60))
+        .map_err(|_| anyhow::anyhow!("the RCU reclamation thread did not start within 60 s"))?;
+    Ok(rcu)
 }
 
 #[cfg(test)]

@@ -806,15 +806,30 @@ impl Vm {
         self.start().wait()
     }
 
-    /// Starts the vCPU threads.
-    pub fn start(mut self) -> Running {
+    /// Starts the vCPU threads, with no seccomp filter of their own.
+    pub fn start(self) -> Running {
+        self.start_confined(None)
+    }
+
+    /// Starts the vCPU threads; with `filters`, each installs the vCPU filter before its
+    /// first `KVM_RUN` (a thread that cannot ends the run with an error instead).
+    pub fn start_confined(mut self, filters: Option<Arc<crate::seccomp::Filters>>) -> Running {
         crate::kick::install();
         let mut handles = Vec::new();
         for (id, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
             let s = self.shared.clone();
+            let filters = filters.clone();
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || crate::vcpu::run(id, vcpu, s));
+                .spawn(move || {
+                    if let Some(f) = filters {
+                        if let Err(e) = f.install(crate::seccomp::ThreadKind::Vcpu) {
+                            s.finish(Outcome::Error(format!("vCPU {id}: {e}")), None);
+                            return;
+                        }
+                    }
+                    crate::vcpu::run(id, vcpu, s)
+                });
             match h {
                 Ok(h) => {
                     use std::os::unix::thread::JoinHandleExt;
