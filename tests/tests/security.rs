@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use tests::{require_kvm, vmm_bin};
+use tests::{require_kvm, vmm_bin, vmmctl_bin};
 
 /// One thread's name and its `Seccomp:` and `NoNewPrivs:` lines.
 #[derive(Debug)]
@@ -146,9 +146,25 @@ fn every_thread_of_a_running_vmm_has_a_seccomp_filter_and_no_new_privileges() {
     .arg("--control")
     .arg(&sock);
     let vm = Echo::start(&mut cmd);
+    // A patterned ram-add starts the fill thread (from the main loop, after its filter).
+    let out = Command::new(vmmctl_bin())
+        .arg(&sock)
+        .args([
+            "send",
+            "ram-add",
+            r#"{"name": "hp", "gpa": 3758096384, "size": 2097152, "pattern": 7}"#,
+        ])
+        .output()
+        .expect("running vmmctl");
+    assert!(
+        out.status.success(),
+        "ram-add with a pattern: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ts = threads(vm.child.id());
     let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
-    for want in ["vmm", "vcpu0", "vcpu1", "rcu-reclaim-"] {
+    for want in ["vmm", "vcpu0", "vcpu1", "rcu-reclaim-", "vmm-ram-fill"] {
         assert!(
             names.iter().any(|n| n.starts_with(want)),
             "no thread {want}* among {names:?}"
