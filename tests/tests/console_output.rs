@@ -110,11 +110,12 @@ impl Vmm {
     }
 }
 
-/// Waits until the pipe nobody reads is full: from then on, any write the VMM makes to it
-/// would block.
+/// Waits until the pipe nobody reads is full: from then on, any write of a line the VMM
+/// makes to it would block (a write of up to a page is all or nothing: the last line may
+/// leave a few bytes free).
 fn wait_until_full(r: &OwnedFd, vmm: &mut Vmm) {
     let t = Instant::now();
-    while queued(r) < PIPE_SIZE {
+    while queued(r) < PIPE_SIZE - 128 {
         assert!(
             vmm.child.try_wait().unwrap().is_none(),
             "the VMM ended before its output filled the pipe"
