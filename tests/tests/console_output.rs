@@ -190,7 +190,10 @@ fn timeout_ends_the_vmm_when_nobody_reads_its_output_and_drops_are_counted() {
     assert!(dropped(&json) > 0, "drops counted: {json}\n{err}");
     let out = &json["console"]["outputs"][0];
     assert_eq!(out["output"], "stdout", "{json}");
-    assert!(out["written"].as_u64().unwrap_or(0) >= PIPE_SIZE as u64, "{json}");
+    assert!(
+        out["written"].as_u64().unwrap_or(0) >= PIPE_SIZE as u64,
+        "{json}"
+    );
     drop(r);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -257,7 +260,10 @@ fn sigterm_ends_the_vmm_when_nobody_reads_its_output() {
     unsafe { libc::kill(vmm.pid(), libc::SIGTERM) };
     let (status, err, json) = vmm.wait_bounded("SIGTERM");
     assert_eq!(status, 6, "SIGTERM -> 6\n{err}");
-    assert!(json["console"]["guest_bytes"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(
+        json["console"]["guest_bytes"].as_u64().unwrap_or(0) > 0,
+        "{json}"
+    );
     drop(r);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -344,7 +350,10 @@ fn log_and_expect_do_not_depend_on_stdout() {
     let text = std::fs::read_to_string(&log).unwrap();
     check_flood_lines(&text, 400);
     assert!(text.contains("workload flood: ok (400 lines)"));
-    assert!(err.contains("standard output"), "the closed stdout is reported: {err}");
+    assert!(
+        err.contains("standard output"),
+        "the closed stdout is reported: {err}"
+    );
     assert_eq!(json["console"]["outputs"][1]["dropped"], 0, "{json}");
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -412,7 +421,10 @@ fn log_limit_caps_log_and_serial_file_once_and_the_scans_go_on() {
         );
         assert_eq!(body.len(), 4096, "{p:?}: the limit, then the notice");
         assert_eq!(text.matches("--log-limit").count(), 1, "said once");
-        assert!(!text.contains("workload flood: ok"), "nothing after the limit");
+        assert!(
+            !text.contains("workload flood: ok"),
+            "nothing after the limit"
+        );
         let name = p.display().to_string();
         assert_eq!(
             err.matches(&name).count(),

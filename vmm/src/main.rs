@@ -40,6 +40,7 @@ kernel never looks like a reset; the VMM recognizes its panic line)
 
 With no --kernel the built-in test guest boots; its command line picks a workload:
   workload=smoke|io-storm count=N|mem-touch|panic|fault|triple-fault|reset|echo|probe
+           |flood count=N
            |hotplug cycles=N|lookup-bench count=N rounds=R   (see guest/README.md)
 `vmmctl SOCKET send COMMAND` talks to --control SOCKET.";
 
