@@ -39,6 +39,11 @@ pub const QUEUE_CAP: usize = 64 * 1024;
 pub const PENDING_CAP: usize = 64 * 1024;
 /// `--log-limit`'s default.
 pub const DEFAULT_LOG_LIMIT: u64 = 64 << 20;
+/// How long the main loop lets output gather after a wake-up before it drains the queue: a
+/// guest prints a byte per exit, and a wake-up (and a write per output) per byte would cost
+/// more than the exit. Short enough for an interactive prompt; a queue half full is drained at
+/// once.
+pub const BATCH_DELAY: Duration = Duration::from_millis(5);
 /// How long the end of a run waits for outputs to take what is left.
 pub const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
@@ -453,17 +458,19 @@ impl Console {
     }
 
     /// vCPU side: queues guest bytes, dropping (and counting) what does not fit; never
-    /// blocks but on the queue's lock, which the main loop holds only to swap buffers.
+    /// blocks but on the queue's lock, which the main loop holds only to swap buffers. Writes
+    /// the eventfd when the queue was empty or crosses half its size.
     pub fn push(&self, data: &[u8]) {
         let wake = {
             let mut q = self.queue.lock();
-            let was_empty = q.data.is_empty();
-            let room = QUEUE_CAP.saturating_sub(q.data.len());
+            let before = q.data.len();
+            let room = QUEUE_CAP.saturating_sub(before);
             let n = data.len().min(room);
             q.data.extend_from_slice(&data[..n]);
             q.guest_bytes += data.len() as u64;
             q.dropped += (data.len() - n) as u64;
-            was_empty && n > 0
+            // The first byte wakes the loop; so does crossing half the queue (drained at once).
+            n > 0 && (before == 0 || (before < QUEUE_CAP / 2 && before + n >= QUEUE_CAP / 2))
         };
         if wake {
             // Non-blocking; fails only if the counter would overflow, when it is set anyway.
@@ -485,12 +492,23 @@ impl Console {
         spare.clear();
     }
 
-    /// Drains the console on the main loop: the queue's eventfd, and each output's
-    /// descriptor when it becomes writable (edge-triggered; regular files, which epoll
-    /// refuses, never make a write wait).
+    /// Drains the console on the main loop: the queue's eventfd (then [`BATCH_DELAY`] later,
+    /// on a timer), and each output's descriptor when it becomes writable (edge-triggered;
+    /// regular files, which epoll refuses, never make a write wait).
     pub fn attach(self: &Arc<Self>, h: &LoopHandle) -> iohandler::Result<()> {
         let c = self.clone();
-        h.set_read_handler(self.wake_fd(), move || c.pump())?;
+        let batch = h.timer(move || c.pump());
+        let c = self.clone();
+        h.set_read_handler(self.wake_fd(), move || {
+            // Reset the counter (edge-triggered); the vCPU side writes it again only after
+            // the next drain has emptied the queue.
+            let _ = c.wake.read();
+            if c.queue.lock().data.len() >= QUEUE_CAP / 2 {
+                c.pump();
+            } else if !batch.is_armed() {
+                batch.arm(BATCH_DELAY);
+            }
+        })?;
         let fds: Vec<RawFd> = self
             .outputs
             .lock()
