@@ -632,6 +632,46 @@ mod tests {
         Output::new(Kind::Log, Some("p".into()), Some(Sink::File(w)), limit)
     }
 
+    /// Reads `r` (non-blocking) until `n` bytes have come, for at most 30 s.
+    fn read_n(r: &mut File, n: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let t = Instant::now();
+        let mut buf = [0u8; 4096];
+        while got.len() < n && t.elapsed() < Duration::from_secs(30) {
+            match std::io::Read::read(r, &mut buf) {
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn the_main_loop_drains_what_another_thread_pushes() {
+        let mut ml = iohandler::MainLoop::new().unwrap();
+        let h = ml.handle();
+        let (mut r, w) = pipe();
+        let c = Console::new(vec![pipe_output(w, None)]).unwrap();
+        c.attach(&h).unwrap();
+        let c2 = c.clone();
+        let pusher = std::thread::spawn(move || {
+            // A line (drained after the batch delay), then enough to cross half the queue
+            // (drained at once), as a vCPU would push them.
+            c2.push(b"hello\n");
+            let first = read_n(&mut r, 6);
+            let big = vec![b'b'; QUEUE_CAP / 2 + 100];
+            c2.push(&big);
+            let second = read_n(&mut r, big.len());
+            h.quit();
+            (first, second.len())
+        });
+        ml.run().unwrap();
+        let (first, second) = pusher.join().unwrap();
+        assert_eq!(first, b"hello\n");
+        assert_eq!(second, QUEUE_CAP / 2 + 100);
+        assert_eq!(c.stats().dropped_bytes(), 0);
+    }
+
     #[test]
     fn a_full_queue_drops_and_counts_without_blocking() {
         let c = Console::new(Vec::new()).unwrap();
