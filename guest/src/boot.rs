@@ -134,6 +134,7 @@ pub enum Workload<'a> {
     Fault,
     Hotplug,
     LookupBench,
+    Flood,
     Unknown(&'a [u8]),
 }
 
@@ -152,6 +153,7 @@ impl Workload<'_> {
             Workload::Fault => b"fault",
             Workload::Hotplug => b"hotplug",
             Workload::LookupBench => b"lookup-bench",
+            Workload::Flood => b"flood",
             Workload::Unknown(name) => name,
         }
     }
@@ -224,6 +226,7 @@ pub fn parse_cmdline(text: &[u8]) -> Options<'_> {
                     b"fault" => Workload::Fault,
                     b"hotplug" => Workload::Hotplug,
                     b"lookup-bench" => Workload::LookupBench,
+                    b"flood" => Workload::Flood,
                     other => Workload::Unknown(other),
                 }
             }

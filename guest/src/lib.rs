@@ -197,6 +197,7 @@ pub extern "C" fn rust_main(zero_page: u64) -> ! {
         }
         Workload::Hotplug => hotplug::run(&workload, &opts),
         Workload::LookupBench => lookup::run(&workload, &opts, zp),
+        Workload::Flood => flood(&workload, &opts),
         Workload::Reset => finish(&workload),
         Workload::Unknown(_) => fail(&workload, format_args!("unknown workload")),
     }
@@ -336,6 +337,19 @@ fn io_storm(workload: &Workload<'_>, opts: &Options<'_>) -> ! {
         );
     }
     finish(workload)
+}
+
+/// Console output as fast as the guest can print: `count=N` numbered lines (0: for ever),
+/// then the ok line and a reset. Each line carries its number and a fixed tail, so a reader
+/// can tell which lines arrived whole.
+fn flood(workload: &Workload<'_>, opts: &Options<'_>) -> ! {
+    let count = number_option(workload, "count", opts.count, 0);
+    let mut i: u64 = 0;
+    while count == 0 || i < count {
+        println!("flood: {i:08} abcdefghijklmnopqrstuvwxyz0123456789");
+        i += 1;
+    }
+    finish_with(workload, format_args!("{count} lines"))
 }
 
 /// The value mem-touch writes at `addr`: differs for every qword, so that two pages that

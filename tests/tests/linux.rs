@@ -83,6 +83,7 @@ fn setup() -> Option<(Vm, Guest)> {
         timeout: None,
         expect: None,
         log: None,
+        log_limit: None,
         process_start: None,
         ram_lookup: Default::default(),
         fail_on: Vec::new(),

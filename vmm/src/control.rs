@@ -950,6 +950,7 @@ impl Control {
                     "hotplug": self.hotplug_stats()}),
                 )
             }
+            "query-console" => Ok(s.console.stats().to_json('-')),
             "query-rcu" => {
                 let r = s.rcu.stats();
                 Ok(json!({

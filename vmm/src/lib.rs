@@ -8,6 +8,7 @@
 pub mod acpi;
 pub mod boot;
 pub mod console;
+pub mod console_out;
 pub mod control;
 pub mod cpu;
 pub mod cpuid;

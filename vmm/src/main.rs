@@ -45,6 +45,7 @@ kernel never looks like a reset; the VMM recognizes its panic line)
 
 With no --kernel the built-in test guest boots; its command line picks a workload:
   workload=smoke|io-storm count=N|mem-touch|panic|fault|triple-fault|reset|echo|probe
+           |flood count=N
            |hotplug cycles=N|lookup-bench count=N rounds=R   (see guest/README.md)
 `vmmctl SOCKET send COMMAND` talks to --control SOCKET.";
 
@@ -96,6 +97,14 @@ struct Cli {
     /// Also write guest serial output to this file.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// At most this much guest output goes to --log and to --serial file:PATH, e.g. 64M,
+    /// 512K (suffixes K, M, G; plain numbers are MiB; "none" for no limit). At the limit the
+    /// VMM warns once, ends the file with a line saying so and writes no more to it; the
+    /// --expect and --fail-on scans go on. Output to standard output is never limited, but a
+    /// reader that does not keep up loses output (counted in --result-json's console.dropped_bytes
+    /// and in the control socket's query-console) instead of stopping the guest.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_limit)]
+    log_limit: Limit,
     /// Write one JSON object describing the run to PATH ("-": standard output, in which case
     /// serial output goes only to --log).
     #[arg(long, value_name = "PATH")]
@@ -138,6 +147,20 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("'{s}' is not a size: use e.g. 256M or 1G"))?;
     n.checked_mul(mul)
         .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// `--log-limit`: a size, or no limit.
+#[derive(Clone, Copy, Debug)]
+struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Limit(None));
+    }
+    match parse_size(s)? {
+        0 => Err("a --log-limit of 0 would write nothing: give a size, or \"none\"".into()),
+        n => Ok(Limit(Some(n))),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -264,6 +287,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         timeout: cli.timeout,
         expect: cli.expect.clone(),
         log: cli.log.clone(),
+        log_limit: cli.log_limit.0,
         process_start: Some(process_start),
         ram_lookup: cli.ram_lookup,
         fail_on: fail_patterns(&cli),
@@ -332,6 +356,12 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     } else {
         None
     };
+    // Guest output goes out on the main loop: a reader that does not keep up never holds a
+    // vCPU (or the VMM).
+    vm.shared
+        .console
+        .attach(&h)
+        .context("draining the console on the main loop")?;
     // Each vCPU thread installs its filter before its first KVM_RUN.
     let running = vm.start_confined(filters.clone());
     let shared = running.shared().clone();
@@ -382,7 +412,18 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     if let Some(path) = &cli.result_json {
         let json = vmm::report::to_json(&report, status, &cfg_summary, cli.log.as_deref());
         if json_to_stdout {
-            println!("{json}");
+            // Within a bound: a full pipe that nobody reads does not hold the VMM.
+            let line = format!("{json}\n");
+            let n = vmm::console_out::write_stdout_bounded(
+                line.as_bytes(),
+                vmm::console_out::FINAL_FLUSH,
+            );
+            if n < line.len() {
+                eprintln!(
+                    "vmm: --result-json -: standard output took {n} of {} bytes",
+                    line.len()
+                );
+            }
         } else {
             std::fs::write(path, format!("{json}\n"))
                 .with_context(|| format!("writing --result-json {}", path.display()))?;

@@ -59,6 +59,8 @@ pub fn to_json(r: &RunReport, status: i32, cfg: &ConfigSummary, log: Option<&Pat
         "guest_resident_kib": r.guest_resident_kib,
         "vmm_overhead_kib": r.rss_kib.saturating_sub(r.guest_resident_kib),
         "vmm_private_overhead_kib": r.anon_kib.saturating_sub(r.guest_resident_kib),
+        "console": r.console.to_json('_'),
+        "stuck_vcpus": r.stuck_vcpus,
         "unassigned": {"pio_reads": r.unassigned_pio.0, "pio_writes": r.unassigned_pio.1,
                         "mmio_reads": r.unassigned_mmio.0, "mmio_writes": r.unassigned_mmio.1},
     });

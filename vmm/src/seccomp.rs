@@ -319,6 +319,12 @@ pub const MAIN_LOOP: &[Allow] = &[
         "fd handlers come and go (control clients)",
     ),
     any(
+        libc::SYS_poll,
+        "the end of a run: a bounded wait for room in the console's outputs and for \
+         `--result-json -` (console_out::flush_within)",
+    ),
+    any(libc::SYS_ppoll, "as poll (some C libraries)"),
+    any(
         libc::SYS_read,
         "stdin, the signalfd, eventfds, control clients, /proc/self/status",
     ),
@@ -345,6 +351,11 @@ pub const MAIN_LOOP: &[Allow] = &[
         libc::SYS_fcntl,
         Arg::Eq32(1, libc::F_SETFL as u32),
         "non-blocking clients, stdin",
+    ),
+    when(
+        libc::SYS_fcntl,
+        Arg::Eq32(1, libc::F_DUPFD_CLOEXEC as u32),
+        "`--result-json -`: a descriptor of its own for standard output (console_out)",
     ),
     when(
         libc::SYS_fcntl,

@@ -2,6 +2,7 @@
 //! the wait for an outcome.
 
 use crate::boot::{self, BootConfig, KernelSource, Loaded};
+use crate::console_out::{Console, ConsoleStats, Kind, Output};
 use crate::error::{io, kvm as kvm_err, Error, Result};
 use crate::layout::{EBDA, KVM_TSS};
 use crate::outcome::{FailScanner, Outcome, Scan};
@@ -43,6 +44,9 @@ pub struct VmConfig {
     pub expect: Option<String>,
     /// Also write guest serial output to this file.
     pub log: Option<PathBuf>,
+    /// `--log-limit`: at most this many bytes of guest output go to `log` and to a
+    /// `SerialMode::File` (then a last line says so); `None`: no limit.
+    pub log_limit: Option<u64>,
     /// When the process started (times in the report count from here); `None`: from
     /// `Vm::new`.
     pub process_start: Option<Instant>,
@@ -81,6 +85,10 @@ pub struct RunReport {
     pub guest_resident_kib: u64,
     /// The anonymous part of the RSS in KiB (see [`crate::memstat::anon_kib`]).
     pub anon_kib: u64,
+    /// Guest console output: bytes, drops, per-output counters.
+    pub console: ConsoleStats,
+    /// vCPU threads that had not stopped when the VMM gave up waiting for them.
+    pub stuck_vcpus: Vec<usize>,
 }
 
 thread_local! {
@@ -110,6 +118,8 @@ pub struct VmShared {
     pub lookup_tables: Arc<crate::lookup::AltTables>,
     /// Exit counters, one per vCPU.
     pub exits: Arc<[ExitCounters]>,
+    /// Guest console output (the UART's writer feeds it; the main loop drains it).
+    pub console: Arc<Console>,
     stop: AtomicBool,
     /// Read on every exit: an atomic load, never a lock.
     paused: AtomicBool,
@@ -289,10 +299,12 @@ impl VmShared {
     }
 }
 
-/// Tees guest output to its destination and scans it for the `--expect` string.
+/// The UART's writer, on the vCPU thread that wrote the register: scans guest output for
+/// `--expect`, `--fail-on` and Linux panic lines, and queues it for the outputs (stdout,
+/// `--serial file:`, `--log`), which the main loop writes ([`Console`]). Nothing here blocks
+/// or fails: a full queue drops bytes and counts them.
 struct SerialSink {
-    out: Option<Box<dyn Write + Send>>,
-    log: Option<std::io::BufWriter<std::fs::File>>,
+    console: Arc<Console>,
     expect: Vec<u8>,
     matched: usize,
     on_match: Option<Box<dyn FnMut() + Send>>,
@@ -366,18 +378,7 @@ impl PanicWatch {
 
 impl Write for SerialSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(out) = &mut self.out {
-            out.write_all(buf)?;
-            if buf.contains(&b'\n') {
-                out.flush()?;
-            }
-        }
-        if let Some(log) = &mut self.log {
-            log.write_all(buf)?;
-            if buf.contains(&b'\n') {
-                log.flush()?;
-            }
-        }
+        self.console.push(buf);
         if let Some(p) = &mut self.panic {
             for &b in buf {
                 if let Some((line, kind)) = p.feed(b) {
@@ -417,13 +418,7 @@ impl Write for SerialSink {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if let Some(l) = &mut self.log {
-            l.flush()?;
-        }
-        match &mut self.out {
-            Some(o) => o.flush(),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -669,7 +664,9 @@ impl Vm {
                 })?;
         }
 
+        let console = console_outputs(&cfg)?;
         let shared = Arc::new(VmShared {
+            console,
             ram: ram.clone(),
             slot_ioctl_ns,
             lookup_tables: alt.clone(),
@@ -713,7 +710,7 @@ impl Vm {
         use crate::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
         vm.register_irqfd(&irq, COM1_IRQ.into())
             .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
-        let serial = Arc::new(Serial::new(irq, serial_sink(&cfg, &shared)?));
+        let serial = Arc::new(Serial::new(irq, serial_sink(&shared, &cfg)));
         shared.pio.insert(COM1_PORT.into(), 8, serial.clone())?;
         shared
             .pio
@@ -828,7 +825,19 @@ impl Vm {
                             return;
                         }
                     }
-                    crate::vcpu::run(id, vcpu, s)
+                    let s2 = s.clone();
+                    let run = std::panic::AssertUnwindSafe(|| crate::vcpu::run(id, vcpu, s));
+                    if let Err(p) = std::panic::catch_unwind(run) {
+                        // The vCPU fd (and its kvm_run) is gone: no kick may touch it.
+                        crate::kick::unregister();
+                        s2.finish(
+                            Outcome::Error(format!(
+                                "the vCPU {id} thread panicked: {}",
+                                panic_message(&*p)
+                            )),
+                            None,
+                        );
+                    }
                 });
             match h {
                 Ok(h) => {
@@ -869,7 +878,6 @@ impl Running {
                     shared,
                     vm,
                     ram,
-                    serial,
                     counter,
                     cfg,
                     ..
@@ -880,31 +888,68 @@ impl Running {
             let deadline = cfg.timeout.map(|t| shared.started + t);
             let mut r = shared.result.lock();
             while r.is_none() {
-                match deadline {
-                    None => shared.done.wait(&mut r),
-                    Some(d) => {
-                        if shared.done.wait_until(&mut r, d).timed_out() && r.is_none() {
-                            *r = Some(shared.unless_failed(Outcome::Timeout, None));
-                        }
+                // Without a main loop (`Vm::run`) this thread drains the console.
+                let drain = !shared.console.attached();
+                let poll = drain.then(|| Instant::now() + CONSOLE_POLL);
+                match (deadline, poll) {
+                    (None, None) => shared.done.wait(&mut r),
+                    (d, p) => {
+                        let until = d.into_iter().chain(p).min().unwrap_or_else(Instant::now);
+                        shared.done.wait_until(&mut r, until);
                     }
+                }
+                if r.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+                    *r = Some(shared.unless_failed(Outcome::Timeout, None));
+                }
+                if drain && r.is_none() {
+                    parking_lot::MutexGuard::unlocked(&mut r, || shared.console.pump());
                 }
             }
         }
         shared.finish(Outcome::Timeout, None); // no-op for the outcome; stops and kicks
-        for h in handles {
-            let _ = h.join();
+        let stuck = join_bounded(handles, VCPU_STOP_BOUND, |h| {
+            use std::os::unix::thread::JoinHandleExt;
+            crate::kick::kick(h.as_pthread_t());
+        });
+        {
+            // Joined threads must not be kicked again (a late `finish`); stuck ones may.
+            let mut threads = shared.threads.lock();
+            let kept: Vec<libc::pthread_t> = stuck
+                .iter()
+                .filter_map(|&i| threads.get(i).copied())
+                .collect();
+            *threads = kept;
         }
-        serial.flush();
+        let stuck_note = (!stuck.is_empty()).then(|| {
+            let msg = format!(
+                "vCPU thread(s) {stuck:?} did not stop within {VCPU_STOP_BOUND:?} of the end of \
+                 the run (kicked every {KICK_EVERY:?}); the VMM exits without them"
+            );
+            log::error!("{msg}");
+            msg
+        });
+        shared.console.finish(crate::console_out::FINAL_FLUSH);
         let rss_kib = crate::memstat::rss_kib();
         let anon_kib = crate::memstat::anon_kib();
         let guest_resident_kib = crate::memstat::resident_kib(&ram.snapshot_owned());
-        // vCPU fds are closed (their threads ended); now the VM, then the memory.
-        drop(vm);
-        drop(ram);
+        if stuck.is_empty() {
+            // vCPU fds are closed (their threads ended); now the VM, then the memory.
+            drop(vm);
+            drop(ram);
+        } else {
+            // A stuck vCPU thread still owns its fd and may touch guest memory: both stay
+            // until the process exits.
+            std::mem::forget(vm);
+            std::mem::forget(ram);
+        }
         let (outcome, diagnostic) = shared.result.lock().take().unwrap_or((
             Outcome::Error("the VM stopped without an outcome".into()),
             None,
         ));
+        let diagnostic = match (diagnostic, stuck_note) {
+            (Some(d), Some(n)) => Some(format!("{d}\n{n}")),
+            (d, n) => d.or(n),
+        };
         let pio = shared.pio.stats();
         let mmio = shared.mmio.stats();
         let to_first_run = *shared.first_run.lock();
@@ -933,22 +978,87 @@ impl Running {
             rss_kib,
             guest_resident_kib,
             anon_kib,
+            console: shared.console.stats(),
+            stuck_vcpus: stuck,
         }
     }
 }
 
-fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write + Send>> {
-    let out: Option<Box<dyn Write + Send>> = match &cfg.serial {
-        // Buffered: the guest writes a byte per exit; SerialSink flushes at each newline.
-        SerialMode::Stdio => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
-        SerialMode::None => None,
-        SerialMode::File(p) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|source| Error::Io {
+/// How often [`Running::wait`] drains the console when no main loop does.
+const CONSOLE_POLL: Duration = Duration::from_millis(20);
+/// How long the end of a run waits for the vCPU threads to stop.
+const VCPU_STOP_BOUND: Duration = Duration::from_secs(5);
+/// How often a vCPU that has not stopped yet is kicked again meanwhile.
+const KICK_EVERY: Duration = Duration::from_millis(50);
+
+/// Joins the threads that stop within `bound`, calling `kick` on each one still running
+/// every [`KICK_EVERY`]; returns the indices of those that did not stop (their handles are
+/// dropped: detached).
+fn join_bounded(
+    handles: Vec<std::thread::JoinHandle<()>>,
+    bound: Duration,
+    mut kick: impl FnMut(&std::thread::JoinHandle<()>),
+) -> Vec<usize> {
+    let start = Instant::now();
+    let mut last_kick = start;
+    while !handles.iter().all(|h| h.is_finished()) && start.elapsed() < bound {
+        if last_kick.elapsed() >= KICK_EVERY {
+            handles
+                .iter()
+                .filter(|h| !h.is_finished())
+                .for_each(&mut kick);
+            last_kick = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut stuck = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        if h.is_finished() {
+            let _ = h.join();
+        } else {
+            stuck.push(i);
+        }
+    }
+    stuck
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".into()
+    }
+}
+
+/// The console and its outputs: standard output or `--serial file:`, and `--log` (the files
+/// within `--log-limit`).
+fn console_outputs(cfg: &VmConfig) -> Result<Arc<Console>> {
+    let mut outputs = Vec::new();
+    match &cfg.serial {
+        SerialMode::Stdio => outputs.push(Output::stdout()),
+        SerialMode::None => {}
+        SerialMode::File(p) => outputs.push(
+            Output::file(Kind::SerialFile, p, cfg.log_limit).map_err(|source| Error::Io {
                 what: "creating the serial output file",
                 source,
             })?,
-        ))),
-    };
+        ),
+    }
+    if let Some(p) = &cfg.log {
+        outputs.push(
+            Output::file(Kind::Log, p, cfg.log_limit).map_err(|source| Error::Io {
+                what: "creating the serial log file",
+                source,
+            })?,
+        );
+    }
+    Console::new(outputs).map_err(io("creating the console's eventfd"))
+}
+
+fn serial_sink(shared: &Arc<VmShared>, cfg: &VmConfig) -> Box<dyn Write + Send> {
     let on_match: Option<Box<dyn FnMut() + Send>> = cfg.expect.as_ref().map(|_| {
         let weak = Arc::downgrade(shared);
         Box::new(move || {
@@ -958,18 +1068,8 @@ fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write +
             }
         }) as Box<dyn FnMut() + Send>
     });
-    let log = match &cfg.log {
-        None => None,
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-            |source| Error::Io {
-                what: "creating the serial log file",
-                source,
-            },
-        )?)),
-    };
-    Ok(Box::new(SerialSink {
-        out,
-        log,
+    Box::new(SerialSink {
+        console: shared.console.clone(),
         expect: cfg.expect.clone().unwrap_or_default().into_bytes(),
         matched: 0,
         on_match,
@@ -982,7 +1082,7 @@ fn serial_sink(cfg: &VmConfig, shared: &Arc<VmShared>) -> Result<Box<dyn Write +
             line: Vec::new(),
             shared: Arc::downgrade(shared),
         }),
-    }))
+    })
 }
 
 /// Whether `src` is a Linux kernel file (as opposed to the built-in guest).
@@ -1003,6 +1103,29 @@ mod tests {
 
     fn feed(w: &mut PanicWatch, text: &[u8]) -> Vec<(String, PanicLine)> {
         text.iter().filter_map(|&b| w.feed(b)).collect()
+    }
+
+    #[test]
+    fn join_bounded_gives_up_on_a_stuck_thread_and_joins_the_others() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let stuck = std::thread::spawn(move || {
+            // Blocks until the test ends: a thread no kick can move.
+            let _ = rx.recv();
+        });
+        let quick = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(20)));
+        let mut kicks = 0;
+        let t = Instant::now();
+        let left = join_bounded(vec![quick, stuck], Duration::from_millis(300), |_| {
+            kicks += 1
+        });
+        assert_eq!(left, vec![1]);
+        assert!(kicks >= 1, "the stuck thread was kicked");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "bounded: {:?}",
+            t.elapsed()
+        );
+        drop(tx);
     }
 
     #[test]
