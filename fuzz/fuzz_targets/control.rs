@@ -36,6 +36,7 @@ fn make_env() -> Env {
         timeout: None,
         expect: None,
         log: None,
+        log_limit: None,
         process_start: None,
         // A lock-based design, so that RAM updates also go through AltTables::update.
         ram_lookup: vmm::lookup::LookupDesign::RwLock,
