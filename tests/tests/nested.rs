@@ -172,7 +172,7 @@ fn jobs() -> Vec<Job> {
         &builtin_with_control(
             "",
             "workload=hotplug cycles=5",
-            r#""$VMMCTL" ./sock --wait 20 churn --name side --gpa 0x40000000 --size 0x200000 --rate 200 > churn.json 2> churn.err &
+            r#""$VMMCTL" ./sock --wait 20 churn --name side --gpa 0xf0000000 --size 0x200000 --rate 200 > churn.json 2> churn.err &
 cpid=$!
 for i in 1 2 3 4 5; do
     "$VMMCTL" ./sock --wait 20 send ram-add "{\"name\": \"hot\", \"gpa\": 3758096384, \"size\": 2097152, \"pattern\": $((4660 + i))}" >> ctl.out || echo "ram-add $i failed"

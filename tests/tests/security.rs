@@ -228,6 +228,36 @@ const HOST_FIX: &str = "set the host up as Debian's udev rule does: `groupadd --
      chgrp kvm /dev/kvm; chmod 0660 /dev/kvm` (or a udev rule `KERNEL==\"kvm\", \
      GROUP=\"kvm\", MODE=\"0660\"`)";
 
+/// As root: a `kvm` group and `/dev/kvm` group `kvm`, mode 0660 (what Debian's udev rule
+/// does and `.ci/run` does too), when the host lacks them. Says what it changed.
+fn set_up_kvm_group() {
+    let run = |what: &[&str]| {
+        let st = Command::new(what[0]).args(&what[1..]).status();
+        assert!(
+            st.as_ref().is_ok_and(|s| s.success()),
+            "`{}` failed ({st:?}): {HOST_FIX}",
+            what.join(" ")
+        );
+    };
+    if group_id("kvm").is_none() {
+        eprintln!(
+            "security test: this host has no `kvm` group; creating it (groupadd --system kvm)"
+        );
+        run(&["groupadd", "--system", "kvm"]);
+    }
+    let gid = group_id("kvm").expect("the kvm group exists now");
+    let dev = std::fs::metadata("/dev/kvm").expect("/dev/kvm");
+    if dev.gid() != gid || dev.mode() & 0o060 != 0o060 {
+        eprintln!(
+            "security test: /dev/kvm was gid {} mode {:o}; making it group kvm, mode 0660",
+            dev.gid(),
+            dev.mode() & 0o777
+        );
+        run(&["chgrp", "kvm", "/dev/kvm"]);
+        run(&["chmod", "0660", "/dev/kvm"]);
+    }
+}
+
 #[test]
 fn an_ordinary_user_in_the_kvm_group_boots_the_guest_without_root() {
     if !require_kvm() {
@@ -264,7 +294,10 @@ fn an_ordinary_user_in_the_kvm_group_boots_the_guest_without_root() {
     };
     let mut cmd;
     if uid == 0 {
-        // As root (CI): become `nobody` in group `kvm`, with no other group.
+        // As root (CI, or a fresh machine): set the host up as Debian's udev rule does, as
+        // the harness installs QEMU, so that the README's test command works anywhere.
+        set_up_kvm_group();
+        // Then become `nobody` in group `kvm`, with no other group.
         let kvm_gid = group_id("kvm").unwrap_or_else(|| {
             panic!("this host has no `kvm` group, so no ordinary user can use KVM: {HOST_FIX}")
         });
