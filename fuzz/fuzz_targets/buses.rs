@@ -5,9 +5,13 @@
 //! address, length and value; nothing may panic, and a removed device never answers.
 #![no_main]
 
+#[path = "common/input.rs"]
+mod input;
+
 use devices::{
     AcpiSleep, Bus, Constant, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042,
 };
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, RamBlock, RamList};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,20 +70,7 @@ fn env() -> &'static Env {
     })
 }
 
-struct Input<'a>(&'a [u8]);
-
 impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        (0..8).fold(0, |v, i| v | (u64::from(self.u8()) << (8 * i)))
-    }
     /// A port: mostly at or near a device, sometimes anywhere.
     fn port(&mut self) -> u64 {
         const PORTS: [u64; 7] = [0x3f8, 0x60, 0x600, 0x505, 0x510, 0x520, 0x700];

@@ -1,7 +1,8 @@
 //! The control protocol's parser and executor (`Control::request_now`, what the socket calls for
 //! each line) on a real VM: KVM, the built-in guest loaded, the devices on the buses, the
 //! control socket bound, the vCPUs running the guest's `echo` workload (which waits for
-//! serial input). Requests run as on the main loop, under the BQL; the loop itself is not run. Input: request lines. Every line must get one JSON object back, `return` or
+//! serial input). Requests run as on the main loop, under the BQL; the loop itself is not
+//! run. Input: request lines. Every line must get one JSON object back, `return` or
 //! `error`, and nothing may panic or hang. What an input adds (RAM blocks, test devices) is
 //! removed after it, so inputs do not pile up state; `quit` is for good (later inputs see a
 //! stopped VM, as a client would).

@@ -5,7 +5,11 @@
 //! control socket does) between rings. Nothing may panic or read outside RAM.
 #![no_main]
 
+#[path = "common/input.rs"]
+mod input;
+
 use devices::BusDevice;
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, BlockId, RamBlock, RamList};
 use std::sync::{Arc, OnceLock};
@@ -54,20 +58,7 @@ fn env() -> &'static Env {
     })
 }
 
-struct Input<'a>(&'a [u8]);
-
 impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        (0..8).fold(0, |v, i| v | (u64::from(self.u8()) << (8 * i)))
-    }
     /// A guest address: mostly inside or at the edges of RAM, sometimes anything.
     fn gpa(&mut self) -> u64 {
         match self.u8() % 4 {

@@ -4,6 +4,10 @@
 //! length comes from the input; nothing may panic, and the answers must agree with each other.
 #![no_main]
 
+#[path = "common/input.rs"]
+mod input;
+
+use input::Input;
 use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, MruHint, RamBlock, RamList};
 use std::sync::OnceLock;
@@ -40,18 +44,7 @@ fn env() -> &'static Env {
     })
 }
 
-/// Reads the input as a little-endian stream; zeroes when it runs out.
-struct Input<'a>(&'a [u8]);
-
 impl Input<'_> {
-    fn u8(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
-        self.0 = rest;
-        b
-    }
-    fn u64(&mut self) -> u64 {
-        (0..8).fold(0, |v, i| v | (u64::from(self.u8()) << (8 * i)))
-    }
     /// An address: mostly near the interesting places, sometimes anything.
     fn gpa(&mut self) -> u64 {
         let base = [
