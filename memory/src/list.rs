@@ -575,8 +575,9 @@ impl RamList {
     ///
     /// # Panics
     ///
-    /// As [`snapshot`](Self::snapshot): if `reader` belongs to another RCU domain, or is an
-    /// offline QSBR thread (programming errors, never guest input).
+    /// As [`snapshot`](Self::snapshot): if `reader` is a QSBR thread of another RCU domain,
+    /// or an offline one (programming errors, never guest input). A `ReadGuard` of another
+    /// domain aborts (see `rcu::RcuCell::load`).
     #[inline(always)]
     pub fn reader<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> RamReader<'r> {
         RamReader {
@@ -590,8 +591,9 @@ impl RamList {
     ///
     /// # Panics
     ///
-    /// If `reader` belongs to another RCU domain, or is an offline QSBR thread (programming
-    /// errors, never guest input).
+    /// If `reader` is a QSBR thread of another RCU domain, or an offline one (programming
+    /// errors, never guest input). A `ReadGuard` of another domain aborts (see
+    /// `rcu::RcuCell::load`).
     #[inline(always)]
     pub fn snapshot<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> &'r RamSnapshot {
         self.reader(reader).snapshot()

@@ -257,9 +257,13 @@ fn timed(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> f64
     t.elapsed().as_nanos() as f64 / done as f64
 }
 
-/// The second thread of the 2-thread group: the same reads until `stop`.
-fn background(v: Variant, s: &Shared, stop: &AtomicBool) {
+/// The second thread of the 2-thread group: the same reads until `stop`. It registers (its
+/// first reads) before it reports ready, as liburcu/bench.c's does, so that the registration
+/// is not timed.
+fn background(v: Variant, s: &Shared, stop: &AtomicBool, ready: &dyn Fn()) {
     let mut me = None;
+    run(v, s, &mut me, 1000);
+    ready();
     while !stop.load(Ordering::Relaxed) {
         run(v, s, &mut me, 16_000);
     }
@@ -288,14 +292,7 @@ fn measure_group(group: &str, variants: &[Variant], s: &Shared, threads: usize) 
         for (i, &v) in variants.iter().enumerate() {
             let mut one = || samples[i].push(timed(v, s, &mut me, iters[i]));
             if threads == 2 {
-                common::with_background(
-                    1,
-                    |stop, ready| {
-                        ready();
-                        background(v, s, stop);
-                    },
-                    one,
-                );
+                common::with_background(1, |stop, ready| background(v, s, stop, ready), one);
             } else {
                 one();
             }

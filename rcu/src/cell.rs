@@ -66,8 +66,14 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     ///
     /// # Panics
     ///
-    /// If `reader` belongs to another domain, or is an offline [`QsbrThread`].
+    /// If `reader` is a [`QsbrThread`] of another domain, or an offline one.
+    ///
+    /// # Aborts
+    ///
+    /// If `reader` is a [`ReadGuard`](crate::ReadGuard) of another domain: with a message,
+    /// since unwinding would make every `read_lock` section keep its guard in memory.
     #[inline(always)]
+    #[track_caller]
     pub fn load<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> Option<&'r T> {
         self.reader(reader).load()
     }
@@ -88,9 +94,10 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     ///
     /// # Panics
     ///
-    /// As [`load`](Self::load): if `reader` belongs to another domain, or is an offline or
-    /// revoked [`QsbrThread`].
+    /// As [`load`](Self::load): if `reader` is a [`QsbrThread`] of another domain, or an
+    /// offline or revoked one. A [`ReadGuard`](crate::ReadGuard) of another domain aborts.
     #[inline(always)]
+    #[track_caller]
     pub fn reader<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> CellReader<'r, T> {
         reader.check(self.key);
         CellReader { ptr: &self.ptr }
@@ -116,6 +123,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     ///
     /// As [`load`](Self::load): if `me` belongs to another domain, or is offline or revoked.
     #[inline(always)]
+    #[track_caller]
     pub fn qsbr_reader<'r>(&'r self, me: &'r mut QsbrThread) -> QsbrCellReader<'r, T> {
         me.check(self.key);
         QsbrCellReader {

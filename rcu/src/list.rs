@@ -79,7 +79,9 @@ impl<T: Send + Sync + 'static> RcuList<T> {
     ///
     /// # Panics
     ///
-    /// If `reader` belongs to another domain or is an offline QSBR thread.
+    /// If `reader` is a QSBR thread of another domain or an offline one. A
+    /// [`ReadGuard`](crate::ReadGuard) of another domain aborts (see [`RcuCell::load`](crate::RcuCell::load)).
+    #[track_caller]
     pub fn iter<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> Iter<'r, T> {
         reader.check(self.key);
         Iter {

@@ -158,12 +158,52 @@ fn reading_through_an_offline_handle_panics() {
 
 #[test]
 #[should_panic(expected = "another RCU domain")]
-fn reading_with_another_domains_reader_panics() {
+fn reading_with_another_domains_qsbr_thread_panics() {
     let a = Rcu::new();
     let b = Rcu::new();
     let cell = RcuCell::new_in(&a, Some(1));
-    let g = b.read_lock();
-    let _ = cell.load(&g);
+    let me = b.register_qsbr();
+    let _ = cell.load(&me);
+}
+
+/// A `ReadGuard` of another domain aborts the process with a message naming the caller's line
+/// (a panic would make every section keep its guard in memory for the unwinder). The test runs
+/// itself in a child process that does the bad read.
+#[test]
+fn reading_with_another_domains_guard_aborts_with_a_message() {
+    const CHILD: &str = "RCU_TEST_FOREIGN_GUARD_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let a = Rcu::new();
+        let b = Rcu::new();
+        let cell = RcuCell::new_in(&a, Some(1));
+        let g = b.read_lock();
+        let _ = cell.load(&g);
+        println!("the read through a foreign guard returned");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "reading_with_another_domains_guard_aborts_with_a_message",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{:?}: {stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("tests/domain.rs:") && stderr.contains("another RCU domain"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("returned"));
 }
 
 /// Concurrent synchronize callers share grace periods, and all of them return.
