@@ -115,6 +115,8 @@ pub mod signals;
 mod sync;
 #[cfg(not(loom))]
 mod timer;
+#[cfg(not(loom))]
+mod wake;
 
 #[cfg(not(loom))]
 pub use bh::BottomHalf;
@@ -127,7 +129,7 @@ pub use handlers::{Callback, MAX_HANDLERS};
 #[cfg(not(loom))]
 pub(crate) use mainloop::{Counters, Shared};
 #[cfg(not(loom))]
-pub use mainloop::{LoopHandle, LoopStats, MainLoop};
+pub use mainloop::{LoopHandle, LoopStats, MainLoop, QUIT_BARRIER_BOUND};
 #[cfg(not(loom))]
 pub use signals::{block_termination_signals, SignalFd};
 #[cfg(not(loom))]

@@ -4,8 +4,10 @@ use crate::bh::BhEntry;
 use crate::bql::{thread_token, Bql};
 use crate::handlers::{Callback, FdState, Handler, Registrar, SlotTable, SLOT_MASK};
 use crate::timer::{TimerInner, TimerQueue};
+use crate::wake::EventWaker;
 use crate::{Error, Result};
-use mio::{Events, Poll, Token, Waker};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 use rcu::{QsbrThread, Rcu, RcuList};
 use std::os::fd::RawFd;
@@ -14,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
+
+/// How long [`MainLoop::run`] waits, after quit, for the handlers it removed to be freed.
+pub const QUIT_BARRIER_BOUND: Duration = Duration::from_secs(2);
 
 /// Counters kept by the loop and by registration (never on a hot path's shared line except
 /// the loop's own).
@@ -77,7 +82,7 @@ pub(crate) struct Shared {
     pub(crate) bql: Arc<Bql>,
     pub(crate) rcu: Rcu,
     registry: mio::Registry,
-    waker: Waker,
+    waker: EventWaker,
     kick_pending: AtomicBool,
     quit: AtomicBool,
     /// `thread_token()` of the thread inside `run()`, 0 when none.
@@ -343,6 +348,13 @@ impl LoopHandle {
         self.shared.kick();
     }
 
+    /// The eventfd that wakes the loop: [`kick`](Self::kick), [`quit`](Self::quit),
+    /// [`call_soon`](Self::call_soon) and arming a timer from another thread `write(2)` to it
+    /// and to nothing else, so a seccomp filter can allow exactly that write.
+    pub fn waker_fd(&self) -> RawFd {
+        self.shared.waker.fd()
+    }
+
     /// A snapshot of the loop's counters.
     pub fn stats(&self) -> LoopStats {
         let c = &self.shared.counters;
@@ -403,7 +415,10 @@ impl MainLoop {
     pub fn with_domain(bql: Arc<Bql>, rcu: Rcu) -> Result<Self> {
         let poll = Poll::new().map_err(Error::CreatePoll)?;
         let registry = poll.registry().try_clone().map_err(Error::CreatePoll)?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(Error::CreatePoll)?;
+        let waker = EventWaker::new().map_err(Error::CreatePoll)?;
+        poll.registry()
+            .register(&mut SourceFd(&waker.fd()), WAKER, Interest::READABLE)
+            .map_err(Error::CreatePoll)?;
         let shared = Arc::new(Shared {
             bql,
             registry,
@@ -441,7 +456,9 @@ impl MainLoop {
     ///
     /// On quit, under the BQL, it removes every handler, drops queued bottom halves and
     /// disarms timers; then it releases the BQL, unregisters from RCU and runs `rcu_barrier`,
-    /// so every removed handler has been dropped when it returns.
+    /// so every removed handler has been dropped when it returns, unless a reader of the
+    /// domain holds the grace period for longer than [`QUIT_BARRIER_BOUND`]: then it logs
+    /// that and returns anyway (the handlers are dropped once the reader reports).
     ///
     /// Call it on a thread that is not otherwise an RCU reader of this domain (no online
     /// `QsbrThread`, no read guard) and does not hold the BQL: the final barrier would wait for
@@ -462,8 +479,15 @@ impl MainLoop {
             // `me` drops here: offline and unregistered.
         };
         // Not under the BQL (callbacks need it) and not as a reader: drain call_rcu, which
-        // frees every handler removed above or earlier.
-        sh.rcu.rcu_barrier();
+        // frees every handler removed above or earlier. Bounded: a reader that never reports
+        // (a stuck vCPU thread) must not keep the process from ending.
+        if !sh.rcu.rcu_barrier_timeout(QUIT_BARRIER_BOUND) {
+            log::error!(
+                "the main loop quit, but its removed handlers are still waiting for a grace \
+                 period after {QUIT_BARRIER_BOUND:?} (an RCU reader of the loop's domain is \
+                 stuck); returning without them"
+            );
+        }
         sh.loop_thread.store(0, Ordering::Relaxed);
         sh.quit.store(false, Ordering::Relaxed);
         result
@@ -497,6 +521,7 @@ impl MainLoop {
             let mut n = 0;
             for ev in self.events.iter() {
                 if ev.token() == WAKER {
+                    sh.waker.reset();
                     continue;
                 }
                 n += 1;

@@ -8,7 +8,7 @@
 //! every thread inherits the mask (vCPU threads then are not interrupted by them either).
 //! [`SignalFd::new`] blocks them in the calling thread as well.
 //!
-//! This is the crate's only `unsafe` FFI; every block says why it is sound.
+//! With `wake.rs`, the crate's only `unsafe` FFI; every block says why it is sound.
 
 use crate::{Error, LoopHandle, Result};
 use std::io;

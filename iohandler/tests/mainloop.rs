@@ -592,3 +592,55 @@ fn quit_drops_handlers_and_drains_call_rcu() {
     assert_eq!(got.load(Ordering::Relaxed), 4);
     assert_eq!(ml.stats().handler_records, 0);
 }
+
+/// Quit is bounded even when an RCU reader of the loop's domain never reports: `run` waits at
+/// most `QUIT_BARRIER_BOUND` for the removed handlers, then returns without them (they are
+/// dropped once the reader reports). With an unbounded barrier, `run` would never return.
+#[test]
+fn quit_returns_within_its_bound_while_a_reader_is_stuck() {
+    let ml = MainLoop::new().unwrap();
+    let p = Pipe::new();
+    let (h, t) = spawn_loop(ml);
+    let dropped = Arc::new(AtomicBool::new(false));
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let f = Flag(dropped.clone());
+    h.set_read_handler(p.rfd(), move || {
+        let _ = &f;
+    })
+    .unwrap();
+    // A stuck reader: a thread in a read-side section until told to leave.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+    let rcu = h.rcu().clone();
+    let reader = std::thread::spawn(move || {
+        let _g = rcu.read_lock();
+        entered_tx.send(()).unwrap();
+        let _ = leave_rx.recv();
+    });
+    entered_rx.recv().unwrap();
+    let quit_at = Instant::now();
+    h.quit();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done_tx.send(t.join().unwrap()).unwrap());
+    let res = done_rx
+        .recv_timeout(iohandler::QUIT_BARRIER_BOUND + LONG)
+        .expect("run() did not return while a reader was stuck");
+    res.unwrap();
+    assert!(quit_at.elapsed() >= iohandler::QUIT_BARRIER_BOUND);
+    assert!(
+        !dropped.load(Ordering::Acquire),
+        "the handler cannot be freed under the stuck reader"
+    );
+    leave_tx.send(()).unwrap();
+    reader.join().unwrap();
+    h.rcu().rcu_barrier();
+    assert!(
+        dropped.load(Ordering::Acquire),
+        "freed once the reader left"
+    );
+}

@@ -416,6 +416,11 @@ impl Reclaimer {
 
     /// `rcu_barrier`: returns when every callback queued before the call has run.
     pub(crate) fn barrier(inner: &Arc<Inner>) {
+        Reclaimer::barrier_until(inner, None);
+    }
+
+    /// The barrier, giving up at `deadline` (then false: the callbacks still run later).
+    pub(crate) fn barrier_until(inner: &Arc<Inner>, deadline: Option<std::time::Instant>) -> bool {
         let r = &inner.reclaim;
         if on_reclaimer_thread(inner.id) {
             panic!(
@@ -438,13 +443,19 @@ impl Reclaimer {
             inner2.reclaim.barriers_done.lock().push(done2)
         });
         r.wake.set();
+        let mut finished = true;
         while !done.wait_timeout(CHECK_EVERY) {
             if r.failing() {
                 r.urgent.fetch_sub(1, Ordering::Relaxed);
                 Reclaimer::give_up(inner, "rcu_barrier");
             }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                finished = false;
+                break;
+            }
         }
         r.urgent.fetch_sub(1, Ordering::Relaxed);
+        finished
     }
 
     /// Asks the reclamation thread for a grace period (for polling).
@@ -787,6 +798,23 @@ impl crate::Rcu {
         #[cfg(not(loom))]
         crate::local::assert_may_block(self, "rcu_barrier");
         Reclaimer::barrier(&self.handle.inner);
+    }
+
+    /// [`rcu_barrier`](Self::rcu_barrier) for at most `timeout`: true if every callback
+    /// queued before the call has run, false if the time ran out first (a reader that never
+    /// reports a quiescent state holds the grace period; the callbacks still run once it
+    /// does). For shutdown paths that must end within a bound.
+    ///
+    /// # Panics
+    ///
+    /// As [`rcu_barrier`](Self::rcu_barrier).
+    pub fn rcu_barrier_timeout(&self, timeout: std::time::Duration) -> bool {
+        #[cfg(not(loom))]
+        crate::local::assert_may_block(self, "rcu_barrier");
+        Reclaimer::barrier_until(
+            &self.handle.inner,
+            Some(std::time::Instant::now() + timeout),
+        )
     }
 
     /// Starts the domain's reclamation thread now if it is not running (it otherwise starts

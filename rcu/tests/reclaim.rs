@@ -356,3 +356,30 @@ fn a_panicking_start_hook_does_not_stop_reclamation() {
     rcu.rcu_barrier();
     assert!(ran.load(Ordering::SeqCst));
 }
+
+/// `rcu_barrier_timeout` gives up while a reader holds the grace period (the callback has not
+/// run, and runs once the reader leaves), and returns true when nothing holds it.
+#[test]
+fn rcu_barrier_timeout_gives_up_under_a_stuck_reader_and_succeeds_without_one() {
+    let rcu = fast_domain();
+    let ran = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+    let r2 = rcu.clone();
+    let reader = thread::spawn(move || {
+        let _g = r2.read_lock();
+        entered_tx.send(()).unwrap();
+        let _ = leave_rx.recv();
+    });
+    entered_rx.recv().unwrap();
+    let r3 = ran.clone();
+    rcu.call_rcu(move || r3.store(true, Ordering::SeqCst));
+    let t = Instant::now();
+    assert!(!rcu.rcu_barrier_timeout(Duration::from_millis(200)));
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    assert!(!ran.load(Ordering::SeqCst), "ran under the reader");
+    leave_tx.send(()).unwrap();
+    reader.join().unwrap();
+    assert!(rcu.rcu_barrier_timeout(Duration::from_secs(60)));
+    assert!(ran.load(Ordering::SeqCst));
+}

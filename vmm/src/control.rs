@@ -416,16 +416,13 @@ impl Control {
             }
         })
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let weak = Arc::downgrade(&ctl);
-        shared.on_finish(move || {
-            if let Some(c) = weak.upgrade() {
-                c.finished_event();
-            }
-        });
         Ok(ctl)
     }
 
-    fn finished_event(&self) {
+    /// Tells every client how the run ended (`RESET` or `SHUTDOWN` with the outcome): for
+    /// the main thread once the main loop has ended (the thread that ends a run may be a
+    /// vCPU, whose seccomp filter does not let it send).
+    pub fn send_end_event(&self) {
         let (event, reason) = match self.shared.outcome_name() {
             Some("reset") => ("RESET", "reset"),
             Some(other) => ("SHUTDOWN", other),

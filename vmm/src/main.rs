@@ -359,10 +359,13 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     // Guest output goes out on the main loop: a reader that does not keep up never holds a
     // vCPU (or the VMM).
     vm.shared
-        .console
-        .attach(&h)
+        .attach_loop(&h)
         .context("draining the console on the main loop")?;
-    // Each vCPU thread installs its filter before its first KVM_RUN.
+    // Each vCPU thread installs its filter before its first KVM_RUN; that filter lets it
+    // write(2) to the descriptors known only now.
+    if let Some(f) = &filters {
+        f.set_vcpu_writes(&vm.shared.vcpu_write_fds())?;
+    }
     let running = vm.start_confined(filters.clone());
     let shared = running.shared().clone();
     {
@@ -377,7 +380,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         })
         .context("installing the signal handler")?;
     }
-    let _control = match &cli.control {
+    let control = match &cli.control {
         Some(path) => Some(
             vmm::control::Control::start(path, &h, shared.clone(), max_memory)
                 .with_context(|| format!("opening the control socket {}", path.display()))?,
@@ -401,6 +404,11 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
             .context("confining the main thread")?;
     }
     main_loop.run().context("running the main loop")?;
+    // The run's end event goes out from here, not from the vCPU thread that ended the run
+    // (its filter has no sendto).
+    if let Some(c) = &control {
+        c.send_end_event();
+    }
     let report = running.wait();
     drop(_stdin);
     drop(_raw);

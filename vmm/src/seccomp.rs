@@ -7,10 +7,12 @@
 //! | `vcpuN` | [`VCPU`] | by the thread itself, before its first `KVM_RUN` ([`crate::vm::Vm::start_confined`]) |
 //! | `rcu-reclaim-N` | [`RECLAIM`] | by the thread itself, first thing (`RcuBuilder::on_reclaimer_start`); `main` waits for it before the guest starts |
 //! | `vmm` (the main thread) | [`MAIN_LOOP`] | after set-up, before the main loop's first round |
-//! | `fail-on` (and any thread a filtered thread starts) | its parent's, inherited | by the kernel, at `clone` |
+//! | `vmm-ram-fill` (and any thread a filtered thread starts) | its parent's, inherited | by the kernel, at `clone` |
 //!
 //! Every table is [`COMMON`] plus its own (plus [`SPAWN`] for threads that start threads);
-//! each entry says why the call is needed. Installing a filter sets `PR_SET_NO_NEW_PRIVS`
+//! each entry says why the call is needed. A vCPU thread may `write(2)` only to stderr and
+//! to the descriptors [`Filters::set_vcpu_writes`] names (the console's eventfd, the serial
+//! irqfd, the main loop's waker): its filter is compiled once those exist, after set-up. Installing a filter sets `PR_SET_NO_NEW_PRIVS`
 //! first (the kernel requires it of an unprivileged process). A call outside the table is
 //! answered with `SECCOMP_RET_TRAP`: the kernel sends SIGSYS to the thread, whose handler
 //! writes one fixed line (thread name, filter, call number and name) to stderr with `write`
@@ -73,8 +75,8 @@ impl ThreadKind {
     /// Whether threads of this kind start threads (and so get [`SPAWN`]).
     pub fn spawns(self) -> bool {
         match self {
-            ThreadKind::Vcpu | ThreadKind::MainLoop => true,
-            ThreadKind::Reclaim => false,
+            ThreadKind::MainLoop => true,
+            ThreadKind::Vcpu | ThreadKind::Reclaim => false,
         }
     }
 
@@ -193,11 +195,6 @@ pub const COMMON: &[Allow] = &[
         libc::SYS_futex,
         "locks (std, parking_lot), RCU's Event, joining threads",
     ),
-    any(
-        libc::SYS_write,
-        "guest output (stdout, --log, --serial file:), eventfd wake-ups \
-        (irqfd, the main loop's waker), log lines and the SIGSYS message on stderr",
-    ),
     no_exec(
         libc::SYS_mmap,
         "the allocator, thread stacks, guest RAM; never executable",
@@ -241,7 +238,7 @@ pub const COMMON: &[Allow] = &[
     ),
     any(
         libc::SYS_clock_nanosleep,
-        "sleeps: reclamation's back-off, --fail-on's grace timer",
+        "sleeps: reclamation's back-off, std's sleep in spin-then-sleep waits",
     ),
     any(libc::SYS_nanosleep, "sleeps (older C libraries)"),
     any(
@@ -264,8 +261,7 @@ pub const COMMON: &[Allow] = &[
     ),
 ];
 
-/// Threads that start threads (the main loop; a vCPU, whose serial sink starts --fail-on's
-/// grace timer until guest output moves to the main loop). The new thread inherits the
+/// Threads that start threads (the main loop: `vmm-ram-fill`). The new thread inherits the
 /// filter and runs these before any code of ours.
 pub const SPAWN: &[Allow] = &[
     when(
@@ -298,17 +294,24 @@ pub const VCPU: &[Allow] = &[
         libc::SYS_tgkill,
         "finish/pause kick the other vCPUs out of KVM_RUN",
     ),
-    when2(
-        libc::SYS_sendto,
-        Arg::Eq32(3, libc::MSG_NOSIGNAL as u32),
-        Arg::Masked(4, u64::MAX, 0),
-        "the control socket's RESET/SHUTDOWN event goes out from the thread that ends the run \
-         (Control::broadcast); connected sockets only (no address)",
+    when(
+        libc::SYS_write,
+        Arg::Eq32(0, 2),
+        "log lines and the SIGSYS message on stderr (the other descriptors a vCPU writes are \
+         added by Filters::set_vcpu_writes)",
     ),
 ];
 
+/// Why a vCPU writes each descriptor of [`Filters::set_vcpu_writes`].
+const VCPU_WRITE_WHY: &str = "an eventfd the vCPU signals: the console's (guest output \
+    queued), the serial irqfd (the UART's interrupt), the main loop's waker (finish, timers)";
+
 /// The main thread once set-up is over.
 pub const MAIN_LOOP: &[Allow] = &[
+    any(
+        libc::SYS_write,
+        "guest output (stdout, --log, --serial file:), eventfd wake-ups, log lines",
+    ),
     any(libc::SYS_epoll_wait, "the main loop's poll"),
     any(
         libc::SYS_epoll_pwait,
@@ -400,7 +403,13 @@ pub const MAIN_LOOP: &[Allow] = &[
 ];
 
 /// The RCU reclamation thread.
-pub const RECLAIM: &[Allow] = &[any(libc::SYS_membarrier, "grace periods")];
+pub const RECLAIM: &[Allow] = &[
+    any(libc::SYS_membarrier, "grace periods"),
+    any(
+        libc::SYS_write,
+        "call_rcu callbacks (handlers dropped under the BQL may wake the loop), log lines",
+    ),
+];
 
 // Syscall names, indexed by number ("-": no call), from the x86_64 Linux ABI, for the
 // SIGSYS message.
@@ -465,16 +474,37 @@ pub fn syscall_name(nr: i64) -> &'static str {
 /// The compiled filters, one per thread kind.
 pub struct Filters {
     programs: Vec<(ThreadKind, BpfProgram)>,
+    /// The vCPU filter, compiled by [`set_vcpu_writes`](Self::set_vcpu_writes).
+    vcpu: std::sync::OnceLock<BpfProgram>,
 }
 
 impl Filters {
-    /// Compiles every table.
+    /// Compiles the main loop's and the reclamation thread's tables; the vCPU's waits for
+    /// [`set_vcpu_writes`](Self::set_vcpu_writes).
     pub fn new() -> Result<Filters> {
-        let programs = ThreadKind::ALL
+        let programs = [ThreadKind::MainLoop, ThreadKind::Reclaim]
             .into_iter()
-            .map(|k| compile(k).map(|p| (k, p)))
+            .map(|k| compile(k, &[]).map(|p| (k, p)))
             .collect::<Result<_>>()?;
-        Ok(Filters { programs })
+        Ok(Filters {
+            programs,
+            vcpu: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Compiles the vCPU filter: [`VCPU`] plus `write(2)` to each of `fds` (the descriptors
+    /// a vCPU thread signals, open for the VM's life), and to stderr. Once; later calls
+    /// return an error.
+    pub fn set_vcpu_writes(&self, fds: &[std::os::fd::RawFd]) -> Result<()> {
+        let extra: Vec<Allow> = fds
+            .iter()
+            .map(|&fd| when(libc::SYS_write, Arg::Eq32(0, fd as u32), VCPU_WRITE_WHY))
+            .collect();
+        let prog = compile(ThreadKind::Vcpu, &extra)?;
+        self.vcpu.set(prog).map_err(|_| Error::Seccomp {
+            what: "compiling the vCPU filter",
+            detail: "its descriptors were set already".into(),
+        })
     }
 
     /// Installs `kind`'s filter on the calling thread (`PR_SET_NO_NEW_PRIVS` first) and the
@@ -482,12 +512,18 @@ impl Filters {
     /// and threads it starts inherit it.
     pub fn install(&self, kind: ThreadKind) -> Result<()> {
         install_sigsys_handler()?;
-        let prog = self
-            .programs
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, p)| p)
-            .expect("every kind is compiled");
+        let prog = match kind {
+            ThreadKind::Vcpu => self.vcpu.get().ok_or_else(|| Error::Seccomp {
+                what: "installing the vCPU filter",
+                detail: "it is compiled by Filters::set_vcpu_writes, which was not called".into(),
+            })?,
+            _ => self
+                .programs
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, p)| p)
+                .expect("every other kind is compiled by Filters::new"),
+        };
         KIND.with(|k| k.set(kind.index()));
         seccompiler::apply_filter(prog).map_err(|e| Error::Seccomp {
             what: "installing a thread's filter",
@@ -496,7 +532,7 @@ impl Filters {
     }
 }
 
-fn compile(kind: ThreadKind) -> Result<BpfProgram> {
+fn compile(kind: ThreadKind, extra: &[Allow]) -> Result<BpfProgram> {
     let err = |e: seccompiler::BackendError| Error::Seccomp {
         what: "compiling a filter",
         detail: format!("{} table: {e}", kind.table_name()),
@@ -504,7 +540,7 @@ fn compile(kind: ThreadKind) -> Result<BpfProgram> {
     // seccompiler: an empty rule list allows a call with any arguments; otherwise one of
     // its rules must match.
     let mut rules: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
-    for allow in kind.rules() {
+    for allow in kind.rules().copied().chain(extra.iter().copied()) {
         let conds = allow
             .args
             .iter()
@@ -733,7 +769,9 @@ mod tests {
 
     #[test]
     fn every_table_compiles_and_says_why() {
-        Filters::new().unwrap();
+        let f = Filters::new().unwrap();
+        f.set_vcpu_writes(&[5, 7]).unwrap();
+        assert!(f.set_vcpu_writes(&[5]).is_err());
         for k in ThreadKind::ALL {
             for a in k.rules() {
                 assert!(!a.why.is_empty(), "{}: {}", k.table_name(), a.nr);

@@ -132,6 +132,12 @@ pub struct VmShared {
     /// `--fail-on`: the scanner the serial sink feeds (`None` without patterns). Locked
     /// after `result` when both are.
     fail_scan: Option<Arc<Mutex<FailScanner>>>,
+    /// `--fail-on`'s grace for an unfinished line ([`FAIL_LINE_GRACE`]).
+    fail_grace: Mutex<FailGrace>,
+    /// The descriptors a vCPU thread writes (besides stderr): the console's eventfd and the
+    /// serial irqfd; the main loop's waker is added by [`VmShared::attach_loop`]. The vCPU
+    /// seccomp filter allows `write(2)` to these only.
+    vcpu_write_fds: Mutex<Vec<std::os::fd::RawFd>>,
     started: Instant,
     first_run: Mutex<Option<Duration>>,
     expect_seen: Mutex<Option<Duration>>,
@@ -279,8 +285,51 @@ impl VmShared {
         }
     }
 
+    /// Moves the VM's main-thread work onto `h`'s loop: the console's drain
+    /// ([`Console::attach`]) and `--fail-on`'s grace timer; the loop's waker joins the
+    /// descriptors vCPU threads write ([`vcpu_write_fds`](Self::vcpu_write_fds)). Call it
+    /// before the vCPUs start.
+    pub fn attach_loop(self: &Arc<Self>, h: &iohandler::LoopHandle) -> iohandler::Result<()> {
+        self.console.attach(h)?;
+        let weak = Arc::downgrade(self);
+        let timer = h.timer(move || {
+            if let Some(s) = weak.upgrade() {
+                s.finish_unfinished_fail_line();
+            }
+        });
+        self.fail_grace.lock().timer = Some(timer);
+        self.vcpu_write_fds.lock().push(h.waker_fd());
+        Ok(())
+    }
+
+    /// The descriptors a vCPU thread may `write(2)` to, besides stderr (for the vCPU
+    /// seccomp filter): the console's eventfd, the serial irqfd and, once
+    /// [`attach_loop`](Self::attach_loop) ran, the main loop's waker.
+    pub fn vcpu_write_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.vcpu_write_fds.lock().clone()
+    }
+
+    /// A `--fail-on` pattern matched in an unfinished line: the run ends with it
+    /// [`FAIL_LINE_GRACE`] from now unless the line ends first. On the main loop's timer
+    /// ([`attach_loop`](Self::attach_loop)), else [`Running::wait`] watches the deadline: a
+    /// vCPU thread starts no thread and sleeps on nothing.
+    fn arm_fail_grace(&self) {
+        let at = Instant::now() + FAIL_LINE_GRACE;
+        let mut g = self.fail_grace.lock();
+        if g.deadline.is_some() {
+            return;
+        }
+        g.deadline = Some(at);
+        if let Some(t) = &g.timer {
+            t.arm_at(at);
+        }
+        drop(g);
+        self.done.notify_all();
+    }
+
     /// Ends the run with the `--fail-on` match of a line that is still unfinished, if any.
     fn finish_unfinished_fail_line(&self) {
+        self.fail_grace.lock().deadline = None;
         let pending = self.fail_scan.as_ref().and_then(|f| f.lock().pending());
         if let Some(o) = pending {
             let d = format!("{} (the line was not finished)", fail_diagnostic(&o));
@@ -472,19 +521,17 @@ impl FailWatch {
     }
 
     fn start_grace_timer(&self) {
-        let weak = self.shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fail-on".into())
-            .spawn(move || {
-                std::thread::sleep(FAIL_LINE_GRACE);
-                if let Some(s) = weak.upgrade() {
-                    s.finish_unfinished_fail_line();
-                }
-            });
-        if let Err(e) = spawned {
-            log::warn!("--fail-on: no timer for an unfinished line ({e}); waiting for its end");
+        if let Some(s) = self.shared.upgrade() {
+            s.arm_fail_grace();
         }
     }
+}
+
+/// `--fail-on`'s grace: when it ends, and the main loop's timer for it.
+#[derive(Default)]
+struct FailGrace {
+    deadline: Option<Instant>,
+    timer: Option<iohandler::Timer>,
 }
 
 /// Opens /dev/kvm with errors that say how to fix access problems.
@@ -687,8 +734,11 @@ impl Vm {
             expect_seen: Mutex::new(None),
             fail_scan: (!cfg.fail_on.is_empty())
                 .then(|| Arc::new(Mutex::new(FailScanner::new(&cfg.fail_on)))),
+            fail_grace: Mutex::new(FailGrace::default()),
+            vcpu_write_fds: Mutex::new(Vec::new()),
             guest_panic: Mutex::new(None),
         });
+        shared.vcpu_write_fds.lock().push(shared.console.wake_fd());
 
         // Devices.
         let weak = Arc::downgrade(&shared);
@@ -710,6 +760,10 @@ impl Vm {
         use crate::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
         vm.register_irqfd(&irq, COM1_IRQ.into())
             .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
+        shared
+            .vcpu_write_fds
+            .lock()
+            .push(std::os::fd::AsRawFd::as_raw_fd(&irq));
         let serial = Arc::new(Serial::new(irq, serial_sink(&shared, &cfg)));
         shared.pio.insert(COM1_PORT.into(), 8, serial.clone())?;
         shared
@@ -888,15 +942,24 @@ impl Running {
             let deadline = cfg.timeout.map(|t| shared.started + t);
             let mut r = shared.result.lock();
             while r.is_none() {
-                // Without a main loop (`Vm::run`) this thread drains the console.
+                // Without a main loop (`Vm::run`) this thread drains the console and keeps
+                // --fail-on's grace.
                 let drain = !shared.console.attached();
                 let poll = drain.then(|| Instant::now() + CONSOLE_POLL);
+                let grace = drain.then(|| shared.fail_grace.lock().deadline).flatten();
                 match (deadline, poll) {
                     (None, None) => shared.done.wait(&mut r),
                     (d, p) => {
-                        let until = d.into_iter().chain(p).min().unwrap_or_else(Instant::now);
-                        shared.done.wait_until(&mut r, until);
+                        let until = d.into_iter().chain(p).chain(grace).min();
+                        shared
+                            .done
+                            .wait_until(&mut r, until.unwrap_or_else(Instant::now));
                     }
+                }
+                if r.is_none() && grace.is_some_and(|g| Instant::now() >= g) {
+                    parking_lot::MutexGuard::unlocked(&mut r, || {
+                        shared.finish_unfinished_fail_line()
+                    });
                 }
                 if r.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
                     *r = Some(shared.unless_failed(Outcome::Timeout, None));

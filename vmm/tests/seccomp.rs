@@ -21,6 +21,9 @@ enum Call {
     /// `Command::spawn`: clone(2) without CLONE_THREAD (clone3 is refused with ENOSYS, so
     /// the C library falls back to clone).
     Process,
+    /// A line to standard output: write(2) to fd 1 (a vCPU writes only its eventfds and
+    /// stderr).
+    Stdout,
 }
 
 fn parse_kind(s: &str) -> ThreadKind {
@@ -37,6 +40,12 @@ fn forbidden(call: Call) {
         Call::Open => drop(std::fs::File::open("/proc/self/status")),
         Call::Socket => drop(std::os::unix::net::UnixStream::pair()),
         Call::Process => drop(Command::new("/bin/true").spawn()),
+        Call::Stdout => {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = out.write_all(b"a vCPU writes to stdout\n");
+            let _ = out.flush();
+        }
     }
 }
 
@@ -133,14 +142,26 @@ fn the_reclamation_thread_cannot_open_a_file() {
 }
 
 #[test]
-fn a_thread_started_by_a_vcpu_inherits_its_filter() {
-    // As --fail-on's grace timer, started from the serial sink on a vCPU thread.
+fn a_vcpu_thread_writes_its_eventfd_and_stderr_but_not_stdout() {
+    // The child has written its eventfd and a line to stderr before this call.
     check(
-        "vcpu open vcpu0 inherit",
-        "fail-on",
+        "vcpu stdout vcpu1",
+        "vcpu1",
+        "VCPU",
+        libc::SYS_write,
+        "write",
+    );
+}
+
+#[test]
+fn a_thread_started_by_the_main_loop_inherits_its_filter() {
+    // As `vmm-ram-fill`, started from the main loop for ram-add's patterned fills.
+    check(
+        "main socket vmm inherit",
+        "vmm-ram-fill",
         "inherited from the thread that started it",
-        libc::SYS_openat,
-        "openat",
+        libc::SYS_socketpair,
+        "socketpair",
     );
 }
 
@@ -155,15 +176,24 @@ fn child() {
         "open" => Call::Open,
         "socket" => Call::Socket,
         "process" => Call::Process,
+        "stdout" => Call::Stdout,
         other => panic!("unknown call {other}"),
     };
     let name = words[2].to_string();
     let inherit = words.get(3) == Some(&"inherit");
     let filters = Filters::new().expect("compiling the filters");
+    // A vCPU's eventfd (the VMM's: the console's, the serial irqfd, the loop's waker).
+    let wake = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    filters
+        .set_vcpu_writes(&[std::os::fd::AsRawFd::as_raw_fd(&wake)])
+        .expect("compiling the vCPU filter");
     let t = std::thread::Builder::new()
         .name(name)
         .spawn(move || {
             filters.install(kind).expect("installing the filter");
+            if kind == ThreadKind::Vcpu {
+                wake.write(1).expect("a vCPU may write its eventfd");
+            }
             // What such a thread does anyway: locks (futex), a line on stderr (write),
             // memory (mmap, munmap), the time.
             let m = Arc::new(Mutex::new(vec![0u8; 1 << 20]));
@@ -176,9 +206,9 @@ fn child() {
                 // A thread start under the filter (clone3 refused, clone with CLONE_THREAD
                 // allowed), then the call on that thread.
                 std::thread::Builder::new()
-                    .name("fail-on".into())
+                    .name("vmm-ram-fill".into())
                     .spawn(move || forbidden(call))
-                    .expect("a vCPU may start a thread")
+                    .expect("the main loop may start a thread")
                     .join()
                     .unwrap();
             } else {
