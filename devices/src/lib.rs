@@ -11,6 +11,8 @@
 //! value the guest chooses: accesses to nothing read all-ones and are counted, and the log
 //! line for them is rate-limited.
 
+#![warn(missing_docs)]
+
 mod acpi_sleep;
 mod bus;
 mod error;

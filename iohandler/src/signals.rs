@@ -80,8 +80,8 @@ impl SignalFd {
                 source: io::Error::last_os_error(),
             });
         }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
         Ok(SignalFd {
+            // SAFETY: `fd` is a new descriptor that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

@@ -607,10 +607,8 @@ mod tests {
     fn pipe() -> (File, File) {
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills two descriptors, owned below.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
-            0
-        );
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0);
         use std::os::fd::FromRawFd;
         // SAFETY: both were just created and are owned here.
         unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }

@@ -5,6 +5,8 @@
 //! command-line binary (`src/main.rs`). The built-in test guest ([`guest_image`]) is built
 //! from `guest/` by `build.rs`.
 
+#![warn(missing_docs)]
+
 pub mod acpi;
 pub mod boot;
 pub mod console;
