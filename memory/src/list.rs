@@ -15,18 +15,58 @@ use vm_memory::ByteValued;
 /// Told when blocks come and go, so that a VMM can mirror them into KVM memory slots
 /// (`KVM_SET_USER_MEMORY_REGION`) without this crate knowing about KVM.
 ///
-/// Called by writers, under the list's writer lock, in registration order for `region_add` and
-/// in reverse order for `region_del`. `region_del` is called before the block is unpublished,
-/// and the block's memory stays mapped until a grace period later, so a listener may use the
-/// host address until `region_del` returns. The block carries everything a slot needs:
+/// Called by writers, under the list's writer lock, in QEMU's transaction shape: every change
+/// of the list (an add, a remove, a replace or resize, and a listener's registration or
+/// removal, which replay the current blocks to it) is one transaction,
+///
+/// * [`begin`](Self::begin) on every listener (registration order), before the list checks
+///   the change;
+/// * `region_add` in registration order and `region_del` in reverse order, for each block
+///   that comes or goes (a refused `region_add` is rolled back with `region_del` on the
+///   listeners that had accepted it);
+/// * the new version is published (unless the change was refused);
+/// * [`commit`](Self::commit) on every listener (registration order), always, on the same
+///   thread and still under the writer lock.
+///
+/// `region_del` is called before the block is unpublished, and the block's memory stays
+/// mapped until a grace period later, so a listener may use the host address until
+/// `region_del` returns. The block carries everything a slot needs:
 /// [`slot`](RamBlock::slot), [`gpa`](RamBlock::gpa), [`size`](RamBlock::size),
 /// [`host_ptr`](RamBlock::host_ptr), [`flags`](RamBlock::flags).
 pub trait MemoryListener: Send + Sync {
+    /// A transaction begins (see the trait docs). Default: nothing.
+    fn begin(&self) {}
     /// A block is being added (or replaces another). An error refuses it: the list is left
     /// unchanged, and listeners that already accepted it get `region_del`.
     fn region_add(&self, block: &RamBlock) -> Result<(), ListenerError>;
     /// A block is being removed (or replaced).
     fn region_del(&self, block: &RamBlock);
+    /// The transaction ends, after the publication (or after a refused change was rolled
+    /// back). Called once for every `begin`. Default: nothing.
+    fn commit(&self) {}
+}
+
+/// Calls `commit` on the listeners when dropped, so a transaction ends even if a listener
+/// panics in the middle of it.
+struct Transaction {
+    listeners: Vec<Arc<dyn MemoryListener>>,
+}
+
+impl Transaction {
+    fn begin(listeners: Vec<Arc<dyn MemoryListener>>) -> Self {
+        for l in &listeners {
+            l.begin();
+        }
+        Transaction { listeners }
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        for l in &self.listeners {
+            l.commit();
+        }
+    }
 }
 
 /// Names a registered [`MemoryListener`].
@@ -488,6 +528,12 @@ impl WriterState {
         Ok(pos)
     }
 
+    /// Begins a transaction on every listener; it commits when the returned value drops
+    /// (declare it after the writer guard, so that it drops first).
+    fn transaction(&self) -> Transaction {
+        Transaction::begin(self.listeners.iter().map(|(_, l)| l.clone()).collect())
+    }
+
     fn notify_add(&self, block: &RamBlock) -> Result<()> {
         for (i, (_, l)) in self.listeners.iter().enumerate() {
             if let Err(source) = l.region_add(block) {
@@ -670,6 +716,7 @@ impl RamList {
     /// names both), or a listener refuses it. Returns its id.
     pub fn add(&self, mut block: RamBlock) -> Result<BlockId> {
         let mut st = self.writer.lock();
+        let _tx = st.transaction();
         let pos = st.check_fits(&block, None)?;
         let slot = st.alloc_slot();
         block.set_slot(slot);
@@ -693,6 +740,7 @@ impl RamList {
 
     fn remove_inner(&self, id: BlockId) -> Result<Arc<RamBlock>> {
         let mut st = self.writer.lock();
+        let _tx = st.transaction();
         let i = st.index_of(id)?;
         let old = st.blocks.remove(i);
         st.notify_del(&old);
@@ -723,6 +771,7 @@ impl RamList {
     /// the old block's slot. Returns the new block's id.
     pub fn replace(&self, id: BlockId, new: RamBlock) -> Result<BlockId> {
         let mut st = self.writer.lock();
+        let _tx = st.transaction();
         let i = st.index_of(id)?;
         self.replace_locked(&mut st, i, new)
     }
@@ -762,6 +811,7 @@ impl RamList {
     /// block. Debug options of the old block (poison, unmap hook) are not carried over.
     pub fn resize(&self, id: BlockId, new_size: u64) -> Result<BlockId> {
         let mut st = self.writer.lock();
+        let _tx = st.transaction();
         let i = st.index_of(id)?;
         let old = st.blocks[i].clone();
         let new = RamBlock::new(old.name(), old.gpa(), new_size, old.flags())?;
@@ -780,6 +830,7 @@ impl RamList {
     /// and an error returned, if it refuses one).
     pub fn add_listener(&self, listener: Arc<dyn MemoryListener>) -> Result<ListenerId> {
         let mut st = self.writer.lock();
+        let _tx = Transaction::begin(vec![listener.clone()]);
         for (i, b) in st.blocks.iter().enumerate() {
             if let Err(source) = listener.region_add(b) {
                 for b in st.blocks[..i].iter().rev() {
@@ -807,6 +858,7 @@ impl RamList {
             .position(|(l, _)| *l == id)
             .ok_or(Error::NoSuchListener(id.0))?;
         let (_, listener) = st.listeners.remove(i);
+        let _tx = Transaction::begin(vec![listener.clone()]);
         for b in st.blocks.iter().rev() {
             listener.region_del(b);
         }

@@ -543,3 +543,91 @@ fn large_blocks_are_2mib_aligned_on_the_host_and_fully_usable() {
         }
     }
 }
+
+/// Records a listener's calls in QEMU's transaction shape, with the names of the blocks the
+/// published snapshot holds at `begin` and at `commit` (read with a read guard, which the
+/// writer lock does not block).
+#[derive(Default)]
+struct TxRecorder {
+    log: Mutex<Vec<String>>,
+    ram: std::sync::OnceLock<Arc<RamList>>,
+    refuse: AtomicBool,
+}
+
+impl TxRecorder {
+    fn published(&self) -> String {
+        let Some(ram) = self.ram.get() else {
+            return "-".into();
+        };
+        let g = ram.domain().read_lock();
+        let names: Vec<String> = ram
+            .snapshot(&g)
+            .blocks()
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect();
+        names.join(",")
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock())
+    }
+}
+
+impl MemoryListener for TxRecorder {
+    fn begin(&self) {
+        let p = self.published();
+        self.log.lock().push(format!("begin [{p}]"));
+    }
+
+    fn region_add(&self, b: &RamBlock) -> Result<(), ListenerError> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err("refused".into());
+        }
+        self.log.lock().push(format!("add {}", b.name()));
+        Ok(())
+    }
+
+    fn region_del(&self, b: &RamBlock) {
+        self.log.lock().push(format!("del {}", b.name()));
+    }
+
+    fn commit(&self) {
+        let p = self.published();
+        self.log.lock().push(format!("commit [{p}]"));
+    }
+}
+
+/// Every change is one transaction: begin before the change, the region calls, the
+/// publication, then commit (also when a listener refused the change, and for a listener's
+/// registration and removal, which replay the blocks to that listener alone).
+#[test]
+fn listeners_see_each_change_as_one_transaction_committed_after_publication() {
+    let rcu = Rcu::new();
+    let ram = Arc::new(RamList::new(&rcu));
+    let a = ram.add(block("a", 0, 0x1000)).unwrap();
+    let l = Arc::new(TxRecorder::default());
+    let id = ram.add_listener(l.clone()).unwrap();
+    assert_eq!(l.take(), ["begin [-]", "add a", "commit [-]"]);
+    l.ram.set(ram.clone()).ok().unwrap();
+
+    ram.add(block("b", 0x1000, 0x1000)).unwrap();
+    assert_eq!(l.take(), ["begin [a]", "add b", "commit [a,b]"]);
+    ram.remove(a).unwrap();
+    assert_eq!(l.take(), ["begin [a,b]", "del a", "commit [b]"]);
+    let b = ram.find_by_name("b").unwrap();
+    ram.replace(b, block("b2", 0x1000, 0x2000)).unwrap();
+    assert_eq!(l.take(), ["begin [b]", "del b", "add b2", "commit [b2]"]);
+
+    // Refused: rolled back, nothing published, still committed.
+    l.refuse.store(true, Ordering::Relaxed);
+    assert!(ram.add(block("c", 0x10_000, 0x1000)).is_err());
+    assert_eq!(l.take(), ["begin [b2]", "commit [b2]"]);
+    l.refuse.store(false, Ordering::Relaxed);
+    // Refused by the list itself (overlap): the same.
+    assert!(ram.add(block("d", 0x1000, 0x1000)).is_err());
+    assert_eq!(l.take(), ["begin [b2]", "commit [b2]"]);
+
+    ram.remove_listener(id).unwrap();
+    assert_eq!(l.take(), ["begin [b2]", "del b2", "commit [b2]"]);
+}

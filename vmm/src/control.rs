@@ -878,9 +878,7 @@ impl Control {
     fn publish(&self, block: RamBlock, t: std::time::Instant) -> Result<Value, CmdError> {
         let s = &self.shared;
         let kvm0 = s.slot_ioctl_ns.load(Ordering::Relaxed);
-        s.lookup_tables
-            .update(|| s.ram.add(block))
-            .map_err(|e| bad(e.to_string()))?;
+        s.ram.add(block).map_err(|e| bad(e.to_string()))?;
         self.record_hotplug(t, kvm0);
         Ok(json!({}))
     }
@@ -988,9 +986,7 @@ impl Control {
                     .ram
                     .find_by_name(name)
                     .ok_or_else(|| ("DeviceNotFound", format!("no RAM block named '{name}'")))?;
-                s.lookup_tables
-                    .update(|| s.ram.remove(id))
-                    .map_err(|e| bad(e.to_string()))?;
+                s.ram.remove(id).map_err(|e| bad(e.to_string()))?;
                 Ok(json!({}))
             }
             "device-add" => {

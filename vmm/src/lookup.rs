@@ -80,11 +80,11 @@ impl Entry {
 /// The alternative tables, kept equal to the RamList by its listener.
 ///
 /// The lock-based designs are modelled as a lock-based VMM would be written: one lock that
-/// readers and the writer share. A RAM update (see [`AltTables::update`]) holds that lock
-/// for the whole critical section the RamList's own writer lock covers — overlap checks,
-/// listeners (the KVM slot ioctl among them), publication — so the readers wait for exactly
-/// the work the RCU readers do not wait for. With RCU the writer lock is separate and readers
-/// never take it.
+/// readers and the writer share. A RAM update is one listener transaction: `begin` takes that
+/// lock and `commit` installs the changed table and releases it, so it is held for the whole
+/// critical section the RamList's own writer lock covers — overlap checks, listeners (the KVM
+/// slot ioctl among them), publication — and the readers wait for exactly the work the RCU
+/// readers do not wait for. With RCU the writer lock is separate and readers never take it.
 pub struct AltTables {
     design: LookupDesign,
     /// The writer's copy: the listener edits it; it is installed in the design's table.
@@ -92,24 +92,6 @@ pub struct AltTables {
     mutex: Mutex<Vec<Entry>>,
     rwlock: RwLock<Vec<Entry>>,
     vmm: GuestMemoryAtomic<GuestMemoryMmap>,
-}
-
-thread_local! {
-    /// Set while this thread runs [`AltTables::update`] and holds the design's lock.
-    static IN_UPDATE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with [`IN_UPDATE`] set; it is cleared when `f` ends, even by unwinding.
-fn in_update<R>(f: impl FnOnce() -> R) -> R {
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            IN_UPDATE.with(|f| f.set(false));
-        }
-    }
-    IN_UPDATE.with(|f| f.set(true));
-    let _clear = Clear;
-    f()
 }
 
 impl AltTables {
@@ -122,44 +104,6 @@ impl AltTables {
             rwlock: RwLock::new(Vec::new()),
             vmm: GuestMemoryAtomic::new(GuestMemoryMmap::default()),
         })
-    }
-
-    /// Runs the RAM-list update `f` (a `RamList::add` or `remove`) as this design's writer.
-    ///
-    /// `mutex` and `rwlock`: the lock the readers take is held (exclusively) across all of
-    /// `f`, and the changed table is installed before it is released. `rcu` and `vm-memory`:
-    /// `f` runs without blocking readers (vm-memory's writer lock is separate from its
-    /// readers too). Must not be nested.
-    pub fn update<R>(&self, f: impl FnOnce() -> R) -> R {
-        match self.design {
-            LookupDesign::Mutex => {
-                let mut table = self.mutex.lock();
-                let r = in_update(f);
-                table.clone_from(&self.staged.lock());
-                r
-            }
-            LookupDesign::RwLock => {
-                let mut table = self.rwlock.write();
-                let r = in_update(f);
-                table.clone_from(&self.staged.lock());
-                r
-            }
-            LookupDesign::Rcu | LookupDesign::VmMemory => f(),
-        }
-    }
-
-    /// Installs `entries` in the design's table, unless an [`update`](Self::update) on this
-    /// thread holds its lock (it installs them itself when `f` returns).
-    fn publish(&self, entries: &[Entry]) {
-        if IN_UPDATE.with(|f| f.get()) {
-            return;
-        }
-        match self.design {
-            LookupDesign::Mutex => *self.mutex.lock() = entries.to_vec(),
-            LookupDesign::RwLock => *self.rwlock.write() = entries.to_vec(),
-            LookupDesign::VmMemory => self.rebuild_vm_memory(entries),
-            LookupDesign::Rcu => {}
-        }
     }
 
     fn rebuild_vm_memory(&self, entries: &[Entry]) {
@@ -191,31 +135,55 @@ impl AltTables {
 }
 
 impl MemoryListener for AltTables {
+    fn begin(&self) {
+        // The lock-based designs' readers wait for the whole transaction: the lock is taken
+        // here and released by `commit`, which the RamList calls once for every `begin`, on
+        // this thread, under its writer lock (so no other transaction runs in between).
+        match self.design {
+            LookupDesign::Mutex => std::mem::forget(self.mutex.lock()),
+            LookupDesign::RwLock => std::mem::forget(self.rwlock.write()),
+            LookupDesign::Rcu | LookupDesign::VmMemory => {}
+        }
+    }
+
     fn region_add(&self, block: &RamBlock) -> Result<(), ListenerError> {
-        let e = Entry {
+        let mut m = self.staged.lock();
+        m.push(Entry {
             gpa: block.gpa(),
             size: block.size(),
             host: block.host_ptr() as usize,
-        };
-        // `staged` is released before `publish` takes the design's lock: `update` takes the
-        // two the other way round.
-        let entries = {
-            let mut m = self.staged.lock();
-            m.push(e);
-            m.sort_by_key(|e| e.gpa);
-            m.clone()
-        };
-        self.publish(&entries);
+        });
+        m.sort_by_key(|e| e.gpa);
         Ok(())
     }
 
     fn region_del(&self, block: &RamBlock) {
-        let entries = {
-            let mut m = self.staged.lock();
-            m.retain(|e| e.gpa != block.gpa());
-            m.clone()
-        };
-        self.publish(&entries);
+        self.staged.lock().retain(|e| e.gpa != block.gpa());
+    }
+
+    fn commit(&self) {
+        let entries = self.staged.lock().clone();
+        match self.design {
+            LookupDesign::Mutex => {
+                // SAFETY: this transaction's `begin` locked `mutex` and forgot the guard, and
+                // nothing released it since (transactions do not overlap: the RamList's
+                // writer lock is held from `begin` to `commit`), so this thread holds it:
+                // writing through the data pointer is exclusive, and unlocking ends it.
+                unsafe {
+                    *self.mutex.data_ptr() = entries;
+                    self.mutex.force_unlock();
+                }
+            }
+            LookupDesign::RwLock => {
+                // SAFETY: as above, for the write lock `begin` took on `rwlock`.
+                unsafe {
+                    *self.rwlock.data_ptr() = entries;
+                    self.rwlock.force_unlock_write();
+                }
+            }
+            LookupDesign::VmMemory => self.rebuild_vm_memory(&entries),
+            LookupDesign::Rcu => {}
+        }
     }
 }
 
@@ -524,6 +492,39 @@ mod tests {
     /// one lock they share, as in a lock-based VMM); the RCU and vm-memory readers do not.
     /// Removing the lock from `AltTables::update` fails the lock-based half; taking it for
     /// every design fails the other half.
+    /// See `readers_wait_for_a_ram_update_only_in_the_lock_based_designs`.
+    struct Probe {
+        dev: Arc<LookupDevice>,
+        done: Arc<std::sync::atomic::AtomicBool>,
+        during: std::sync::atomic::AtomicBool,
+        reader: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+        limit: std::time::Duration,
+    }
+
+    impl MemoryListener for Probe {
+        fn region_add(&self, block: &RamBlock) -> Result<(), ListenerError> {
+            if block.name() != "hot" {
+                return Ok(());
+            }
+            let (dev, done) = (self.dev.clone(), self.done.clone());
+            *self.reader.lock() = Some(std::thread::spawn(move || {
+                ring(&dev, DESC);
+                done.store(true, Ordering::SeqCst);
+            }));
+            // A blocked reader cannot finish however long we wait, so the short limit shows
+            // it waits; a reader that is not blocked is waited for (up to 20 s).
+            let t = Instant::now();
+            while !self.done.load(Ordering::SeqCst) && t.elapsed() < self.limit {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.during
+                .store(self.done.load(Ordering::SeqCst), Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn region_del(&self, _block: &RamBlock) {}
+    }
+
     #[test]
     fn readers_wait_for_a_ram_update_only_in_the_lock_based_designs() {
         use std::sync::atomic::AtomicBool;
@@ -536,26 +537,22 @@ mod tests {
             snap.write_val(DESC + D_TABLE, TABLE).unwrap();
             snap.write_val(DESC + D_COUNT, 1u32).unwrap();
             let lock_based = matches!(design, LookupDesign::Mutex | LookupDesign::RwLock);
-            let done = AtomicBool::new(false);
-            let during = std::thread::scope(|s| {
-                dev.alt.update(|| {
-                    let hot = RamBlock::new("hot", 0xe000_0000, 0x1_0000, BlockFlags::empty());
-                    ram.add(hot.unwrap()).unwrap();
-                    s.spawn(|| {
-                        ring(&dev, DESC);
-                        done.store(true, Ordering::SeqCst);
-                    });
-                    // A blocked reader cannot finish however long we wait, so 200 ms shows it
-                    // waits; a reader that is not blocked is waited for (up to 20 s).
-                    let limit = if lock_based { 200 } else { 20_000 };
-                    let t = Instant::now();
-                    while !done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_millis(limit)
-                    {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    done.load(Ordering::SeqCst)
-                })
+            let dev = Arc::new(dev);
+            let done = Arc::new(AtomicBool::new(false));
+            // A listener registered after the tables: its region_add runs inside the RAM
+            // update's transaction, where it rings the device from another thread.
+            let probe = Arc::new(Probe {
+                dev: dev.clone(),
+                done: done.clone(),
+                during: AtomicBool::new(false),
+                reader: parking_lot::Mutex::new(None),
+                limit: Duration::from_millis(if lock_based { 200 } else { 20_000 }),
             });
+            ram.add_listener(probe.clone()).unwrap();
+            let hot = RamBlock::new("hot", 0xe000_0000, 0x1_0000, BlockFlags::empty());
+            ram.add(hot.unwrap()).unwrap();
+            probe.reader.lock().take().unwrap().join().unwrap();
+            let during = probe.during.load(Ordering::SeqCst);
             assert!(
                 done.load(Ordering::SeqCst),
                 "{design:?}: the reader never finished"
