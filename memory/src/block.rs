@@ -163,8 +163,10 @@ impl RamBlockBuilder {
         self.flags(BlockFlags::NO_DUMP)
     }
 
-    /// Debugging aid: fill the memory with `byte` just before it is unmapped, so that a reader
-    /// that (wrongly) still reads it sees the poison, if it does not fault.
+    /// Test aid: fill the memory with `byte` just before it is unmapped, so that a reader
+    /// that (wrongly) still reads it sees the poison, if it does not fault. Only with the
+    /// `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn poison_on_unmap(mut self, byte: u8) -> Self {
         self.poison = Some(byte);
         self
@@ -172,6 +174,8 @@ impl RamBlockBuilder {
 
     /// Calls `hook` once, just before the memory is poisoned and unmapped (on whichever thread
     /// drops the last reference: for a block removed from a list, the RCU reclamation thread).
+    /// Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn on_unmap(mut self, hook: impl FnOnce(&RamBlock) + Send + 'static) -> Self {
         self.on_unmap = Some(Box::new(hook));
         self
@@ -400,6 +404,7 @@ impl RamBlock {
     /// # Safety
     ///
     /// As [`HostMapping::unmap_shared`]: nothing accesses the block's memory afterwards.
+    #[cfg(feature = "testing")]
     pub(crate) unsafe fn unmap_now(&self) {
         if let Some(hook) = self.on_unmap.lock().take() {
             hook(self);

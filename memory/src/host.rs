@@ -15,7 +15,9 @@ use vm_memory::VolatileSlice;
 /// Every successful `munmap` of a RAM block in this process.
 static UNMAPS: AtomicU64 = AtomicU64::new(0);
 
-/// How many RAM block mappings this process has unmapped so far.
+/// How many RAM block mappings this process has unmapped so far. Only with the `testing`
+/// feature.
+#[cfg(feature = "testing")]
 pub fn total_unmaps() -> u64 {
     UNMAPS.load(Ordering::Relaxed)
 }

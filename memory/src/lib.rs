@@ -40,7 +40,8 @@
 //! # Unsafe code
 //!
 //! All of it is in the `host` module (mmap, madvise, munmap, volatile views), each block with
-//! a `SAFETY` comment; plus the hidden test-only [`RamList::remove_unmap_early`].
+//! a `SAFETY` comment; plus the unmap in `block.rs` and, with the `testing` feature only,
+//! `RamList::remove_unmap_early`.
 
 #![warn(missing_docs)]
 
@@ -52,7 +53,9 @@ mod vm;
 
 pub use block::{BlockFlags, BlockId, GuestRange, RamBlock, RamBlockBuilder, UnmapHook};
 pub use error::{Error, ListenerError, Result};
-pub use host::{page_size, total_unmaps};
+pub use host::page_size;
+#[cfg(feature = "testing")]
+pub use host::total_unmaps;
 pub use list::{
     ListenerId, MemoryListener, MruHint, RamList, RamListStats, RamReader, RamSnapshot, Ranges,
 };

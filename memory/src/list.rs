@@ -8,7 +8,9 @@ use parking_lot::Mutex;
 use rcu::{Rcu, RcuCell, ReadSide};
 use std::collections::BTreeSet;
 use std::iter::FusedIterator;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(feature = "testing")]
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::ByteValued;
 
@@ -455,6 +457,7 @@ pub struct RamListStats {
 }
 
 /// Keeps the bench-only shared hint on a cache line of its own.
+#[cfg(feature = "testing")]
 #[repr(align(128))]
 #[derive(Debug, Default)]
 struct CacheLine<T>(T);
@@ -571,6 +574,8 @@ impl WriterState {
 ///   memory is unmapped when the last snapshot holding it is freed: after a grace period.
 pub struct RamList {
     cell: RcuCell<RamSnapshot>,
+    /// The benchmark-only shared MRU index ([`RamList::host_addr_shared_hint`]).
+    #[cfg(feature = "testing")]
     shared_mru: CacheLine<AtomicUsize>,
     counters: Arc<ListCounters>,
     writer: Mutex<WriterState>,
@@ -590,6 +595,7 @@ impl RamList {
         let version = next_version();
         RamList {
             cell: RcuCell::new_in(rcu, Some(RamSnapshot::new(version, Vec::new()))),
+            #[cfg(feature = "testing")]
             shared_mru: CacheLine::default(),
             counters: Arc::default(),
             writer: Mutex::new(WriterState {
@@ -628,6 +634,7 @@ impl RamList {
     pub fn reader<'r, R: ReadSide + ?Sized>(&'r self, reader: &'r R) -> RamReader<'r> {
         RamReader {
             snap: self.cell.load(reader).unwrap_or(&EMPTY),
+            #[cfg(feature = "testing")]
             list: self,
         }
     }
@@ -682,7 +689,8 @@ impl RamList {
     /// Benchmark only: gpa→hva with one MRU index shared by all readers, as QEMU's
     /// `mru_block`. Every miss writes the shared word, so its cache line bounces between
     /// cores as soon as two readers use different blocks. Use [`host_addr`](Self::host_addr).
-    #[doc(hidden)]
+    /// Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     #[inline]
     pub fn host_addr_shared_hint<'r, R: ReadSide + ?Sized>(
         &'r self,
@@ -757,8 +765,8 @@ impl RamList {
     /// # Safety
     ///
     /// No reader may be using the block, and nothing may access its memory afterwards; with
-    /// concurrent readers this is a use-after-unmap.
-    #[doc(hidden)]
+    /// concurrent readers this is a use-after-unmap. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub unsafe fn remove_unmap_early(&self, id: BlockId) -> Result<()> {
         let old = self.remove_inner(id)?;
         // SAFETY: forwarded from this function's contract.
@@ -923,6 +931,7 @@ impl RamList {
 #[derive(Clone, Copy, Debug)]
 pub struct RamReader<'r> {
     snap: &'r RamSnapshot,
+    #[cfg(feature = "testing")]
     list: &'r RamList,
 }
 
@@ -954,8 +963,9 @@ impl<'r> RamReader<'r> {
         self.snapshot().translate(hint, gpa, len)
     }
 
-    /// Benchmark only: [`RamList::host_addr_shared_hint`] without the per-call check.
-    #[doc(hidden)]
+    /// Benchmark only: [`RamList::host_addr_shared_hint`] without the per-call check. Only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
     #[inline]
     pub fn host_addr_shared_hint(&self, gpa: u64) -> Option<*mut u8> {
         let snap = self.snapshot();
