@@ -1,8 +1,7 @@
 //! The sleep control and status registers of a hardware-reduced ACPI platform (ACPI 6.5,
 //! 4.8.3.7 and 4.8.3.8): how the guest powers the machine off.
 
-use crate::testdev::{ExitRequest, ExitSink};
-use crate::BusDevice;
+use crate::{Access, BusDevice, ExitRequest};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// SLEEP_CONTROL_REG at offset 0 and SLEEP_STATUS_REG at offset 1 (register it with length 2
@@ -15,8 +14,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// type is not supported: the "sleep" ends at once, with WAK_STS set so that a guest waiting
 /// for its wake-up goes on. Writes without SLP_EN are ignored. Reads of the control register
 /// return 0; reads of the status register return WAK_STS (cleared by writing it back).
+#[derive(Debug, Default)]
 pub struct AcpiSleep {
-    exit: ExitSink,
     status: AtomicU8,
 }
 
@@ -34,23 +33,20 @@ impl AcpiSleep {
     /// Offset of the status register.
     pub const STATUS: u64 = 1;
 
-    /// A sleep-register device that reports power-off to `exit`.
-    pub fn new(exit: ExitSink) -> Self {
-        AcpiSleep {
-            exit,
-            status: AtomicU8::new(0),
-        }
+    /// The sleep registers, the platform awake.
+    pub fn new() -> Self {
+        AcpiSleep::default()
     }
 
-    fn write_control(&self, v: u8) {
+    fn write_control(&self, v: u8) -> Option<ExitRequest> {
         if v & Self::SLP_EN == 0 {
-            return;
+            return None;
         }
         if (v & Self::SLP_TYP_MASK) >> 2 == Self::S5_SLP_TYP {
-            (self.exit)(ExitRequest::PowerOff);
-        } else {
-            self.status.fetch_or(Self::WAK_STS, Ordering::AcqRel);
+            return Some(ExitRequest::PowerOff);
         }
+        self.status.fetch_or(Self::WAK_STS, Ordering::AcqRel);
+        None
     }
 }
 
@@ -59,7 +55,7 @@ impl BusDevice for AcpiSleep {
         "acpi-sleep"
     }
 
-    fn read(&self, offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, offset: u64, data: &mut [u8]) {
         for (i, d) in data.iter_mut().enumerate() {
             *d = if offset.checked_add(i as u64) == Some(Self::STATUS) {
                 self.status.load(Ordering::Acquire)
@@ -69,11 +65,12 @@ impl BusDevice for AcpiSleep {
         }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, _access: &Access<'_>, offset: u64, data: &[u8]) -> Option<ExitRequest> {
         // Byte by byte, so that a wider access covering both registers acts on each.
+        let mut request = None;
         for (i, &v) in data.iter().enumerate() {
             match offset.checked_add(i as u64) {
-                Some(Self::CONTROL) => self.write_control(v),
+                Some(Self::CONTROL) => request = request.or(self.write_control(v)),
                 Some(Self::STATUS) => {
                     self.status
                         .fetch_and(!(v & Self::WAK_STS), Ordering::AcqRel);
@@ -81,6 +78,7 @@ impl BusDevice for AcpiSleep {
                 _ => {}
             }
         }
+        request
     }
 }
 
@@ -89,14 +87,38 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    fn device() -> (AcpiSleep, Arc<Mutex<Vec<ExitRequest>>>) {
+    /// The device, called as a vCPU would; its stop requests are collected in `seen`.
+    struct Dev {
+        dev: AcpiSleep,
+        seen: Arc<Mutex<Vec<ExitRequest>>>,
+        rcu: rcu::Rcu,
+    }
+
+    impl Dev {
+        fn read(&self, offset: u64, data: &mut [u8]) {
+            let g = self.rcu.read_lock();
+            self.dev.read(&Access::new(0, &g), offset, data);
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) {
+            let g = self.rcu.read_lock();
+            if let Some(r) = self.dev.write(&Access::new(0, &g), offset, data) {
+                self.seen.lock().unwrap().push(r);
+            }
+        }
+    }
+
+    fn device() -> (Dev, Arc<Mutex<Vec<ExitRequest>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let dev = AcpiSleep::new(Arc::new(move |r| s.lock().unwrap().push(r)));
+        let dev = Dev {
+            dev: AcpiSleep::new(),
+            seen: seen.clone(),
+            rcu: rcu::Rcu::new(),
+        };
         (dev, seen)
     }
 
-    fn status(dev: &AcpiSleep) -> u8 {
+    fn status(dev: &Dev) -> u8 {
         let mut b = [0xffu8];
         dev.read(AcpiSleep::STATUS, &mut b);
         b[0]

@@ -7,19 +7,60 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Why a device asks the VMM to stop the VM (the return value of [`BusDevice::write`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitRequest {
+    /// The guest reset the machine (i8042 0xFE).
+    Reset,
+    /// The guest powered the machine off (ACPI S5 through the sleep control register).
+    PowerOff,
+    /// The guest reported a panic (pvpanic).
+    Panic,
+}
+
+/// Who makes a bus access: the vCPU, and its proof of being on the read side of the RCU
+/// domain that protects the buses and the RAM list (a vCPU's online `QsbrThread`). A device
+/// reads RCU-protected data through `reader` rather than opening a section of its own, and
+/// keeps per-vCPU state indexed by `vcpu`.
+#[derive(Clone, Copy)]
+pub struct Access<'a> {
+    /// The index of the vCPU whose exit this is (0 for accesses that come from elsewhere).
+    pub vcpu: usize,
+    /// The caller's read-side proof.
+    pub reader: &'a dyn ReadSide,
+}
+
+impl<'a> Access<'a> {
+    /// An access by vCPU `vcpu`, on the read side through `reader`.
+    pub fn new(vcpu: usize, reader: &'a dyn ReadSide) -> Self {
+        Access { vcpu, reader }
+    }
+}
+
+impl std::fmt::Debug for Access<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("vcpu", &self.vcpu)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A device on a bus.
 ///
 /// Every method is called on vCPU threads with guest-chosen `offset` and `data` length (1, 2,
 /// 4 or 8 bytes for the accesses KVM reports, but implementations must accept any length
 /// without panicking). A device serializes its own state (it is `Sync`); it is called inside
-/// an RCU read-side section, so it must not block for long and must not call `synchronize`.
+/// an RCU read-side section (`access.reader`), so it must not block for long and must not call
+/// `synchronize`. A device that ends the VM says so in `write`'s return value; the vCPU loop
+/// turns it into the run's outcome (with that vCPU's registers where they help).
 pub trait BusDevice: Send + Sync {
     /// A short name for logs and errors.
     fn name(&self) -> &str;
     /// Reads `data.len()` bytes at `offset` from the start of the device's range.
-    fn read(&self, offset: u64, data: &mut [u8]);
-    /// Writes `data` at `offset` from the start of the device's range.
-    fn write(&self, offset: u64, data: &[u8]);
+    fn read(&self, access: &Access<'_>, offset: u64, data: &mut [u8]);
+    /// Writes `data` at `offset` from the start of the device's range; `Some` asks the VMM to
+    /// stop the VM.
+    fn write(&self, access: &Access<'_>, offset: u64, data: &[u8]) -> Option<ExitRequest>;
 }
 
 #[derive(Clone)]
@@ -151,9 +192,9 @@ impl Bus {
     /// Reads `data.len()` bytes at `addr`; with no device there, fills `data` with 0xff.
     /// Returns whether a device answered.
     #[inline]
-    pub fn read<R: ReadSide + ?Sized>(&self, reader: &R, addr: u64, data: &mut [u8]) -> bool {
-        if let Some(e) = self.map.load(reader).and_then(|m| m.find(addr)) {
-            e.dev.read(addr - e.base, data);
+    pub fn read(&self, access: &Access<'_>, addr: u64, data: &mut [u8]) -> bool {
+        if let Some(e) = self.map.load(access.reader).and_then(|m| m.find(addr)) {
+            e.dev.read(access, addr - e.base, data);
             return true;
         }
         data.fill(0xff);
@@ -161,16 +202,15 @@ impl Bus {
         false
     }
 
-    /// Writes `data` at `addr`; with no device there the write is discarded.
-    /// Returns whether a device took it.
+    /// Writes `data` at `addr`; with no device there the write is discarded (and counted in
+    /// [`BusStats::unassigned_writes`]). Returns the device's request to stop the VM, if any.
     #[inline]
-    pub fn write<R: ReadSide + ?Sized>(&self, reader: &R, addr: u64, data: &[u8]) -> bool {
-        if let Some(e) = self.map.load(reader).and_then(|m| m.find(addr)) {
-            e.dev.write(addr - e.base, data);
-            return true;
+    pub fn write(&self, access: &Access<'_>, addr: u64, data: &[u8]) -> Option<ExitRequest> {
+        if let Some(e) = self.map.load(access.reader).and_then(|m| m.find(addr)) {
+            return e.dev.write(access, addr - e.base, data);
         }
         self.unassigned(addr, true);
-        false
+        None
     }
 
     #[cold]

@@ -21,8 +21,8 @@ mod serial;
 mod testdev;
 
 pub use acpi_sleep::AcpiSleep;
-pub use bus::{Bus, BusDevice, BusStats};
+pub use bus::{Access, Bus, BusDevice, BusStats, ExitRequest};
 pub use error::Error;
 pub use i8042::I8042;
 pub use serial::{EventFdTrigger, Serial, SerialOutput};
-pub use testdev::{Constant, ExitRequest, ExitSink, PvPanic, TestCounter};
+pub use testdev::{Constant, PvPanic, TestCounter};

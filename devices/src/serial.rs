@@ -1,6 +1,6 @@
 //! The 16550A UART (vm-superio's model) with an irqfd interrupt and a bounded input FIFO.
 
-use crate::BusDevice;
+use crate::{Access, BusDevice, ExitRequest};
 use parking_lot::Mutex;
 use std::io::Write;
 use std::sync::Arc;
@@ -117,7 +117,7 @@ impl BusDevice for Serial {
         "serial"
     }
 
-    fn read(&self, offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if let (Ok(off), Some(first)) = (u8::try_from(offset), data.first_mut()) {
             if off < 8 {
@@ -126,7 +126,7 @@ impl BusDevice for Serial {
         }
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, _access: &Access<'_>, offset: u64, data: &[u8]) -> Option<ExitRequest> {
         if let (Ok(off), Some(&v)) = (u8::try_from(offset), data.first()) {
             if off < 8 {
                 if let Err(e) = self.uart.lock().write(off, v) {
@@ -134,5 +134,6 @@ impl BusDevice for Serial {
                 }
             }
         }
+        None
     }
 }

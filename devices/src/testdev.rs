@@ -1,50 +1,25 @@
 //! Small devices for guests that talk to the VMM: pvpanic and the test counter.
 
-use crate::BusDevice;
+use crate::{Access, BusDevice, ExitRequest};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-/// Why a device asks the VMM to stop the VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitRequest {
-    /// The guest reset the machine (i8042 0xFE).
-    Reset,
-    /// The guest powered the machine off (ACPI S5 through the sleep control register).
-    PowerOff,
-    /// The guest reported a panic (pvpanic).
-    Panic,
-}
-
-/// How a device asks the VMM to stop the VM. Called on a vCPU thread; must not block.
-pub type ExitSink = Arc<dyn Fn(ExitRequest) + Send + Sync>;
 
 /// QEMU's ISA pvpanic device (port 0x505): reads report the "panicked" capability, a write
-/// with bit 0 set reports a guest panic.
-pub struct PvPanic {
-    exit: ExitSink,
-}
-
-impl PvPanic {
-    /// A pvpanic device reporting to `exit`.
-    pub fn new(exit: ExitSink) -> Self {
-        PvPanic { exit }
-    }
-}
+/// with bit 0 set reports a guest panic ([`ExitRequest::Panic`]).
+#[derive(Debug, Default)]
+pub struct PvPanic;
 
 impl BusDevice for PvPanic {
     fn name(&self) -> &str {
         "pvpanic"
     }
-    fn read(&self, _offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, _offset: u64, data: &mut [u8]) {
         data.fill(0);
         if let Some(b) = data.first_mut() {
             *b = 1; // PVPANIC_PANICKED
         }
     }
-    fn write(&self, offset: u64, data: &[u8]) {
-        if offset == 0 && data.first().is_some_and(|b| b & 1 != 0) {
-            (self.exit)(ExitRequest::Panic);
-        }
+    fn write(&self, _access: &Access<'_>, offset: u64, data: &[u8]) -> Option<ExitRequest> {
+        (offset == 0 && data.first().is_some_and(|b| b & 1 != 0)).then_some(ExitRequest::Panic)
     }
 }
 
@@ -66,7 +41,7 @@ impl BusDevice for TestCounter {
     fn name(&self) -> &str {
         "test-counter"
     }
-    fn read(&self, offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if offset == 1 {
             let v = (self.count() as u32).to_le_bytes();
@@ -75,12 +50,13 @@ impl BusDevice for TestCounter {
             }
         }
     }
-    fn write(&self, offset: u64, _data: &[u8]) {
+    fn write(&self, _access: &Access<'_>, offset: u64, _data: &[u8]) -> Option<ExitRequest> {
         if offset == 0 {
             // Only the vCPU thread that owns the port writes here in practice; a relaxed
             // add keeps the count exact with several.
             self.count.fetch_add(1, Ordering::Relaxed);
         }
+        None
     }
 }
 
@@ -105,11 +81,13 @@ impl BusDevice for Constant {
     fn name(&self) -> &str {
         &self.name
     }
-    fn read(&self, _offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, _offset: u64, data: &mut [u8]) {
         data.fill(0);
         for (d, s) in data.iter_mut().zip(self.value.to_le_bytes()) {
             *d = s;
         }
     }
-    fn write(&self, _offset: u64, _data: &[u8]) {}
+    fn write(&self, _access: &Access<'_>, _offset: u64, _data: &[u8]) -> Option<ExitRequest> {
+        None
+    }
 }

@@ -1,7 +1,7 @@
 //! The RCU buses: range rules, unassigned accesses, and devices coming and going under
 //! readers.
 
-use devices::{Bus, BusDevice, Error, TestCounter};
+use devices::{Access, Bus, BusDevice, Error, ExitRequest, TestCounter};
 use rcu::Rcu;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,18 +34,19 @@ impl BusDevice for Reg {
     fn name(&self) -> &str {
         &self.name
     }
-    fn read(&self, offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, offset: u64, data: &mut [u8]) {
         let v = self.value.load(Ordering::SeqCst).wrapping_add(offset);
         for (d, s) in data.iter_mut().zip(v.to_le_bytes()) {
             *d = s;
         }
     }
-    fn write(&self, _offset: u64, data: &[u8]) {
+    fn write(&self, _access: &Access<'_>, _offset: u64, data: &[u8]) -> Option<ExitRequest> {
         let mut b = [0u8; 8];
         for (d, s) in b.iter_mut().zip(data) {
             *d = *s;
         }
         self.value.store(u64::from_le_bytes(b), Ordering::SeqCst);
+        None
     }
 }
 
@@ -85,14 +86,18 @@ fn accesses_reach_the_device_at_the_right_offset() {
     bus.insert(0x1000, 0x100, Reg::new("r", 0x40)).unwrap();
     let g = rcu.read_lock();
     let mut d = [0u8; 4];
-    assert!(bus.read(&g, 0x1000, &mut d));
+    assert!(bus.read(&Access::new(0, &g), 0x1000, &mut d));
     assert_eq!(u32::from_le_bytes(d), 0x40);
-    assert!(bus.read(&g, 0x10ff, &mut d)); // last byte of the range
+    assert!(bus.read(&Access::new(0, &g), 0x10ff, &mut d)); // last byte of the range
     assert_eq!(u32::from_le_bytes(d), 0x40 + 0xff);
-    assert!(!bus.read(&g, 0x1100, &mut d)); // one past
-    assert!(!bus.read(&g, 0xfff, &mut d)); // one before
-    assert!(bus.write(&g, 0x1004, &7u32.to_le_bytes()));
-    assert!(bus.read(&g, 0x1000, &mut d));
+    assert!(!bus.read(&Access::new(0, &g), 0x1100, &mut d)); // one past
+    assert!(!bus.read(&Access::new(0, &g), 0xfff, &mut d)); // one before
+    assert_eq!(
+        bus.write(&Access::new(0, &g), 0x1004, &7u32.to_le_bytes()),
+        None
+    );
+    assert_eq!(bus.stats().unassigned_writes, 0);
+    assert!(bus.read(&Access::new(0, &g), 0x1000, &mut d));
     assert_eq!(u32::from_le_bytes(d), 7);
 }
 
@@ -109,9 +114,12 @@ fn unassigned_reads_are_all_ones_counted_and_never_panic() {
         seed ^= seed << 17;
         let len = [0usize, 1, 2, 4, 8, 16][(seed % 6) as usize];
         let mut d = vec![0u8; len];
-        assert!(!bus.read(&me, seed, &mut d));
+        assert!(!bus.read(&Access::new(0, &me), seed, &mut d));
         assert!(d.iter().all(|b| *b == 0xff));
-        assert!(!bus.write(&me, seed.rotate_left(7), &d));
+        assert_eq!(
+            bus.write(&Access::new(0, &me), seed.rotate_left(7), &d),
+            None
+        );
         if i.is_multiple_of(64) {
             me.quiescent_state();
         }
@@ -128,10 +136,10 @@ fn test_counter_counts_writes_and_reports_them() {
     bus.insert(0x510, 2, c.clone()).unwrap();
     let g = rcu.read_lock();
     for _ in 0..1234 {
-        bus.write(&g, 0x510, &[1, 0, 0, 0]);
+        bus.write(&Access::new(0, &g), 0x510, &[1, 0, 0, 0]);
     }
     let mut d = [0u8; 4];
-    bus.read(&g, 0x511, &mut d);
+    bus.read(&Access::new(0, &g), 0x511, &mut d);
     assert_eq!(u32::from_le_bytes(d), 1234);
     assert_eq!(c.count(), 1234);
 }
@@ -153,7 +161,7 @@ fn hot_add_and_remove_under_readers() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let mut d = [0u8; 8];
-                    if bus.read(&me, 0x80, &mut d) {
+                    if bus.read(&Access::new(0, &me), 0x80, &mut d) {
                         let v = u64::from_le_bytes(d);
                         // Live devices hold 0xabcd; a dropped one would have been poisoned.
                         if v != 0xabcd {
@@ -186,7 +194,8 @@ fn hot_add_and_remove_under_readers() {
         rcu.synchronize();
         // After the grace period nobody can reach it through the bus any more.
         let r = retired.clone();
-        r.write(0, &0xdeadu64.to_le_bytes());
+        let g = rcu.read_lock();
+        r.write(&Access::new(0, &g), 0, &0xdeadu64.to_le_bytes());
         cycles += 1;
     }
     stop.store(true, Ordering::Relaxed);
@@ -205,4 +214,27 @@ fn hot_add_and_remove_under_readers() {
         flags.iter().all(|f| f.load(Ordering::SeqCst)),
         "a device leaked"
     );
+}
+
+/// A device that ends the VM says so in the bus write's return value (no callback, no side
+/// channel): i8042 reset, ACPI S5, pvpanic; other writes to them return nothing.
+#[test]
+fn exit_requests_come_back_from_the_bus_write() {
+    use devices::{AcpiSleep, PvPanic, I8042};
+    let rcu = Rcu::new();
+    let bus = Bus::new("pio", &rcu);
+    bus.insert(0x60, 5, Arc::new(I8042::new())).unwrap();
+    bus.insert(0x600, 2, Arc::new(AcpiSleep::new())).unwrap();
+    bus.insert(0x505, 1, Arc::new(PvPanic)).unwrap();
+    let g = rcu.read_lock();
+    let a = Access::new(3, &g);
+    assert_eq!(bus.write(&a, 0x64, &[0xfe]), Some(ExitRequest::Reset));
+    assert_eq!(bus.write(&a, 0x64, &[0xfd]), None);
+    assert_eq!(bus.write(&a, 0x60, &[0xfe]), None);
+    let s5 = (AcpiSleep::S5_SLP_TYP << 2) | AcpiSleep::SLP_EN;
+    assert_eq!(bus.write(&a, 0x600, &[s5]), Some(ExitRequest::PowerOff));
+    assert_eq!(bus.write(&a, 0x601, &[s5]), None);
+    assert_eq!(bus.write(&a, 0x505, &[1]), Some(ExitRequest::Panic));
+    assert_eq!(bus.write(&a, 0x505, &[2]), None);
+    assert_eq!(bus.write(&a, 0x506, &[1]), None); // unassigned
 }

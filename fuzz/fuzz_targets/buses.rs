@@ -8,9 +8,7 @@
 #[path = "common/input.rs"]
 mod input;
 
-use devices::{
-    AcpiSleep, Bus, Constant, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042,
-};
+use devices::{Access, AcpiSleep, Bus, Constant, PvPanic, Serial, TestCounter, I8042};
 use input::Input;
 use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, RamBlock, RamList};
@@ -33,19 +31,12 @@ fn env() -> &'static Env {
         let pio = Bus::new("pio", rcu);
         let mmio = Bus::new("mmio", rcu);
         let exits = Arc::new(AtomicU64::new(0));
-        let counted = exits.clone();
-        let exit: ExitSink = Arc::new(move |req: ExitRequest| {
-            let _ = req;
-            counted.fetch_add(1, Ordering::Relaxed);
-        });
         let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
         let serial = Arc::new(Serial::new(irq, Box::new(std::io::sink())));
         pio.insert(0x3f8, 8, serial.clone()).unwrap();
-        pio.insert(0x60, 5, Arc::new(I8042::new(exit.clone())))
-            .unwrap();
-        pio.insert(0x600, 2, Arc::new(AcpiSleep::new(exit.clone())))
-            .unwrap();
-        pio.insert(0x505, 1, Arc::new(PvPanic::new(exit))).unwrap();
+        pio.insert(0x60, 5, Arc::new(I8042::new())).unwrap();
+        pio.insert(0x600, 2, Arc::new(AcpiSleep::new())).unwrap();
+        pio.insert(0x505, 1, Arc::new(PvPanic)).unwrap();
         pio.insert(0x510, 2, Arc::new(TestCounter::default()))
             .unwrap();
         let ram = Arc::new(RamList::new(rcu));
@@ -92,11 +83,13 @@ fuzz_target!(|data: &[u8]| {
         let op = input.u8();
         let len = usize::from(input.u8() % 17);
         let guard = env.rcu.read_lock();
+        // Any vCPU index, also one past the device's per-vCPU state.
+        let access = Access::new(usize::from(op >> 6), &guard);
         match op % 8 {
             0 | 1 => {
                 let port = input.port();
                 let mut buf = [0u8; 16];
-                env.pio.read(&guard, port, &mut buf[..len]);
+                env.pio.read(&access, port, &mut buf[..len]);
             }
             2 | 3 => {
                 let port = input.port();
@@ -104,16 +97,18 @@ fuzz_target!(|data: &[u8]| {
                 let mut buf = [0u8; 16];
                 buf[..8].copy_from_slice(&v);
                 buf[8..].copy_from_slice(&v);
-                env.pio.write(&guard, port, &buf[..len]);
+                if env.pio.write(&access, port, &buf[..len]).is_some() {
+                    env.exits.fetch_add(1, Ordering::Relaxed);
+                }
             }
             4 => {
                 let addr = input.u64();
                 let mut buf = [0u8; 16];
-                let hit = env.mmio.read(&guard, addr, &mut buf[..len]);
+                let hit = env.mmio.read(&access, addr, &mut buf[..len]);
                 if !hit {
                     assert!(buf[..len].iter().all(|&b| b == 0xff));
                 }
-                let _ = env.mmio.write(&guard, addr, &buf[..len]);
+                let _ = env.mmio.write(&access, addr, &buf[..len]);
             }
             5 => {
                 // Hot-plug a Constant on either bus; overlaps are refused.
@@ -139,7 +134,8 @@ fuzz_target!(|data: &[u8]| {
                     let guard = env.rcu.read_lock();
                     let mut b = [0u8; 1];
                     // Overlaps are refused, so nothing else can answer there now.
-                    assert!(!bus.read(&guard, base, &mut b), "{base:#x} still answers");
+                    let access = Access::new(0, &guard);
+                    assert!(!bus.read(&access, base, &mut b), "{base:#x} still answers");
                     assert_eq!(b[0], 0xff);
                 }
             }

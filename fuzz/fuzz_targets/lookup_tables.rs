@@ -8,7 +8,7 @@
 #[path = "common/input.rs"]
 mod input;
 
-use devices::BusDevice;
+use devices::{Access, BusDevice};
 use input::Input;
 use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, BlockId, RamBlock, RamList};
@@ -85,8 +85,12 @@ fn ring_all(env: &Env, desc: u64) -> Vec<Option<(u64, u32)>> {
             let _ = snap.write_val(desc.wrapping_add(16), 0u64);
             let _ = snap.write_val(desc.wrapping_add(24), 0u64);
             let _ = snap.write_val(desc.wrapping_add(32), 0u64);
-            dev.write(0, &(desc as u32).to_le_bytes());
-            dev.write(4, &((desc >> 32) as u32).to_le_bytes());
+            // As vCPU 0, on the read side of the RAM list's domain.
+            let guard = env.ram.domain().read_lock();
+            let a = Access::new(0, &guard);
+            assert_eq!(dev.write(&a, 0, &(desc as u32).to_le_bytes()), None);
+            assert_eq!(dev.write(&a, 4, &((desc >> 32) as u32).to_le_bytes()), None);
+            drop(guard);
             let sum = snap.read_val::<u64>(desc.wrapping_add(16)).ok()?;
             let failed = snap.read_val::<u32>(desc.wrapping_add(24)).ok()?;
             Some((sum, failed))

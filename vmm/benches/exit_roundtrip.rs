@@ -8,7 +8,7 @@
 //! Run: `cargo bench -p vmm --bench exit_roundtrip`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use devices::{Bus, TestCounter};
+use devices::{Access, Bus, TestCounter};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
                 match me.offline_while(|| vcpu.run()) {
                     Ok(VcpuExit::IoOut(port, data)) => {
                         exits.store(exits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                        bus.write(&me, port as u64, data);
+                        let _ = bus.write(&Access::new(0, &me), port as u64, data);
                     }
                     other => panic!("unexpected exit {other:?}"),
                 }

@@ -23,10 +23,9 @@
 //! unmapped memory.
 
 use crate::vcpu::ExitCounters;
-use devices::BusDevice;
+use devices::{Access, BusDevice, ExitRequest};
 use memory::{ListenerError, MemoryListener, MruHint, RamBlock, RamList};
 use parking_lot::{Mutex, RwLock};
-use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -187,29 +186,27 @@ impl MemoryListener for AltTables {
     }
 }
 
-thread_local! {
-    /// The vCPU's own MRU hint (each vCPU thread is one reader).
-    static HINT: Cell<MruHint> = const { Cell::new(MruHint::new()) };
-    /// The vCPU this thread runs (set by the vCPU loop).
-    pub(crate) static VCPU_ID: Cell<usize> = const { Cell::new(0) };
-}
-
 /// The lookup device at ports 0x520 (descriptor gpa, low dword) and 0x524 (high dword: go).
 pub struct LookupDevice {
     ram: Arc<RamList>,
     alt: Arc<AltTables>,
     design: LookupDesign,
     counters: Arc<[ExitCounters]>,
-    /// The low dword of each vCPU's descriptor address (vCPUs ring the doorbell
-    /// concurrently; a shared latch would mix their halves), one padded latch per vCPU.
-    low: Box<[Latch]>,
+    /// Each vCPU's own state, indexed by [`Access::vcpu`].
+    per_vcpu: Box<[PerVcpu]>,
 }
 
-/// One vCPU's latch of port 0x520, alone on its cache lines (two lines: the adjacent-line
+/// One vCPU's state in the device, alone on its cache lines (two lines: the adjacent-line
 /// prefetcher pulls pairs), so that a vCPU's doorbell writes only its own lines.
 #[repr(align(128))]
 #[derive(Default)]
-struct Latch(std::sync::atomic::AtomicU32);
+struct PerVcpu {
+    /// The low dword of the vCPU's descriptor address (vCPUs ring the doorbell
+    /// concurrently; a shared latch would mix their halves).
+    low: std::sync::atomic::AtomicU32,
+    /// The vCPU's MRU hint (each vCPU is one reader); only its own vCPU locks it.
+    hint: Mutex<MruHint>,
+}
 
 /// Descriptor layout (guest/README.md).
 const D_TABLE: u64 = 0;
@@ -228,15 +225,15 @@ impl LookupDevice {
         design: LookupDesign,
         counters: Arc<[ExitCounters]>,
     ) -> Self {
-        let low = (0..counters.len().max(1))
-            .map(|_| Latch::default())
+        let per_vcpu = (0..counters.len().max(1))
+            .map(|_| PerVcpu::default())
             .collect();
         LookupDevice {
             ram,
             alt,
             design,
             counters,
-            low,
+            per_vcpu,
         }
     }
 
@@ -253,12 +250,11 @@ impl LookupDevice {
         }
     }
 
-    fn run(&self, desc: u64) {
-        // Borrowed, not cloned: a clone is a shared reference-count update per exit.
-        let guard = self.ram.domain().read_lock();
-        // The proof is checked and the snapshot loaded once per exit: every lookup below is
-        // the unsynchronized floor's code (memory/benches/lookup.md).
-        let ram = self.ram.reader(&guard);
+    fn run(&self, access: &Access<'_>, me: &PerVcpu, desc: u64) {
+        // The vCPU's own read-side proof (its online QsbrThread), checked and the snapshot
+        // loaded once per exit: every lookup below is the unsynchronized floor's code
+        // (memory/benches/lookup.md).
+        let ram = self.ram.reader(access.reader);
         let snap = ram.snapshot();
         let (Ok(table), Ok(count)) = (
             snap.read_val::<u64>(desc.wrapping_add(D_TABLE)),
@@ -270,7 +266,7 @@ impl LookupDevice {
         let t = Instant::now();
         let mut sum = 0u64;
         let mut failed = 0u32;
-        let mut hint = HINT.with(|h| h.get());
+        let mut hint = *me.hint.lock();
         let (h0, m0) = (hint.hits(), hint.misses());
         // The table itself, as one host range when it lies in one block (as a virtqueue's
         // ring does); otherwise entry by entry.
@@ -323,11 +319,11 @@ impl LookupDevice {
             }
         }
         let ns = t.elapsed().as_nanos().min(u64::MAX as u128) as u64;
-        HINT.with(|h| h.set(hint));
+        *me.hint.lock() = hint;
         let _ = snap.write_val(desc.wrapping_add(D_SUM), sum);
         let _ = snap.write_val(desc.wrapping_add(D_FAILED), failed);
         let _ = snap.write_val(desc.wrapping_add(D_NS), ns);
-        if let Some(c) = self.counters.get(VCPU_ID.with(|v| v.get())) {
+        if let Some(c) = self.counters.get(access.vcpu) {
             // Only this vCPU writes its counters: a load and a store, no shared RMW.
             let add = |a: &std::sync::atomic::AtomicU64, n: u64| {
                 a.store(a.load(Ordering::Relaxed) + n, Ordering::Relaxed)
@@ -343,27 +339,26 @@ impl BusDevice for LookupDevice {
         "lookup"
     }
 
-    fn read(&self, _offset: u64, data: &mut [u8]) {
+    fn read(&self, _access: &Access<'_>, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn write(&self, offset: u64, data: &[u8]) {
+    fn write(&self, access: &Access<'_>, offset: u64, data: &[u8]) -> Option<ExitRequest> {
         let mut v = [0u8; 4];
         for (d, s) in v.iter_mut().zip(data) {
             *d = *s;
         }
         let v = u32::from_le_bytes(v);
-        let Some(Latch(low)) = self.low.get(VCPU_ID.with(|v| v.get())) else {
-            return;
-        };
+        let me = self.per_vcpu.get(access.vcpu)?;
         match offset {
-            0 => low.store(v, Ordering::Relaxed),
+            0 => me.low.store(v, Ordering::Relaxed),
             4 => {
-                let desc = ((v as u64) << 32) | low.load(Ordering::Relaxed) as u64;
-                self.run(desc);
+                let desc = ((v as u64) << 32) | me.low.load(Ordering::Relaxed) as u64;
+                self.run(access, me, desc);
             }
             _ => {}
         }
+        None
     }
 }
 
@@ -378,18 +373,18 @@ mod tests {
         fn apart<T>(xs: &[T]) -> usize {
             (&xs[1] as *const T as usize) - (&xs[0] as *const T as usize)
         }
-        assert!(std::mem::align_of::<Latch>() >= 128);
+        assert!(std::mem::align_of::<PerVcpu>() >= 128);
         assert!(std::mem::align_of::<ExitCounters>() >= 128);
-        let latches: Vec<Latch> = (0..2).map(|_| Latch::default()).collect();
-        assert!(apart(&latches) >= 128);
+        let per: Vec<PerVcpu> = (0..2).map(|_| PerVcpu::default()).collect();
+        assert!(apart(&per) >= 128);
         let counters: Vec<ExitCounters> = (0..2).map(|_| ExitCounters::default()).collect();
         assert!(apart(&counters) >= 128);
         let counters: Arc<[ExitCounters]> = counters.into();
         let ram = Arc::new(RamList::new(&rcu::Rcu::new()));
         let design = LookupDesign::Rcu;
         let dev = LookupDevice::new(ram, AltTables::new(design), design, counters);
-        assert_eq!(dev.low.len(), 2);
-        assert!(apart(&dev.low) >= 128);
+        assert_eq!(dev.per_vcpu.len(), 2);
+        assert!(apart(&dev.per_vcpu) >= 128);
     }
     use memory::{BlockFlags, RamBlock};
 
@@ -418,9 +413,13 @@ mod tests {
         LookupDesign::VmMemory,
     ];
 
+    /// Rings the doorbell as vCPU 0 would, on the read side of the RAM list's domain.
     fn ring(dev: &LookupDevice, desc: u64) {
-        dev.write(0, &(desc as u32).to_le_bytes());
-        dev.write(4, &((desc >> 32) as u32).to_le_bytes());
+        let mut me = dev.ram.domain().register_qsbr();
+        let a = Access::new(0, &me);
+        assert_eq!(dev.write(&a, 0, &(desc as u32).to_le_bytes()), None);
+        assert_eq!(dev.write(&a, 4, &((desc >> 32) as u32).to_le_bytes()), None);
+        me.offline();
     }
 
     /// Every design answers a guest's garbage the same way: addresses outside RAM, and
@@ -480,17 +479,21 @@ mod tests {
             snap.read_val::<u32>(DESC + D_FAILED).unwrap(),
             MAX_LOOKUPS - 2
         );
-        for len in [0usize, 1, 2, 3, 8, 16] {
-            dev.write(7, &vec![0xff; len]);
-            dev.write(4, &vec![0xff; len]);
-            let mut d = vec![0u8; len];
-            dev.read(0, &mut d);
+        let me = dev.ram.domain().register_qsbr();
+        for vcpu in [0, 1, usize::MAX] {
+            let a = Access::new(vcpu, &me);
+            for len in [0usize, 1, 2, 3, 8, 16] {
+                assert_eq!(dev.write(&a, 7, &vec![0xff; len]), None);
+                assert_eq!(dev.write(&a, 4, &vec![0xff; len]), None);
+                let mut d = vec![0u8; len];
+                dev.read(&a, 0, &mut d);
+            }
         }
     }
 
     /// The lock-based designs' readers wait while a RAM update runs (the writer holds the
     /// one lock they share, as in a lock-based VMM); the RCU and vm-memory readers do not.
-    /// Removing the lock from `AltTables::update` fails the lock-based half; taking it for
+    /// Not taking the lock in `AltTables::begin` fails the lock-based half; taking it for
     /// every design fails the other half.
     /// See `readers_wait_for_a_ram_update_only_in_the_lock_based_designs`.
     struct Probe {

@@ -24,6 +24,7 @@
 
 use crate::outcome::Outcome;
 use crate::vm::VmShared;
+use devices::{Access, ExitRequest};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -90,7 +91,6 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
     crate::kick::register(vcpu.get_kvm_run() as *mut _);
     let mut me = shared.rcu.register_qsbr();
     let counters = &shared.exits[id];
-    crate::lookup::VCPU_ID.with(|v| v.set(id));
     let mut state = State::Running;
     let mut first = id == 0;
     loop {
@@ -121,27 +121,30 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
         }
         let result = me.offline_while(|| vcpu.run());
         let mut internal_error = false;
+        // A device that ended the VM (its write's return value).
+        let mut request = None;
         // Back online: this is the quiescent state for everything read before the exit.
+        let access = Access::new(id, &me);
         let outcome = match result {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
                     bump(&counters.pio);
-                    shared.pio.read(&me, port as u64, data);
+                    shared.pio.read(&access, port as u64, data);
                     None
                 }
                 VcpuExit::IoOut(port, data) => {
                     bump(&counters.pio);
-                    shared.pio.write(&me, port as u64, data);
+                    request = shared.pio.write(&access, port as u64, data);
                     None
                 }
                 VcpuExit::MmioRead(addr, data) => {
                     bump(&counters.mmio);
-                    shared.mmio.read(&me, addr, data);
+                    shared.mmio.read(&access, addr, data);
                     None
                 }
                 VcpuExit::MmioWrite(addr, data) => {
                     bump(&counters.mmio);
-                    shared.mmio.write(&me, addr, data);
+                    request = shared.mmio.write(&access, addr, data);
                     None
                 }
                 VcpuExit::Hlt => Some(Outcome::Halted),
@@ -187,11 +190,23 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
         } else {
             outcome
         };
-        if outcome.is_none() && crate::vm::take_finished_here() {
-            // A device this exit reached may have stopped the VM (pvpanic): say where.
-            shared.attach_registers(id, || crate::cpu::dump(&vcpu));
-        }
-        if let Some(outcome) = outcome {
+        if let Some(req) = request {
+            // A device this exit reached stopped the VM: a panic says where.
+            let (outcome, diagnostic) = match req {
+                ExitRequest::Reset => (Outcome::Reset, None),
+                ExitRequest::PowerOff => (Outcome::PowerOff, None),
+                ExitRequest::Panic => (
+                    Outcome::Panic,
+                    Some(format!(
+                        "the guest reported a panic through pvpanic (port 0x505)\nvCPU {id} \
+                         registers at the access:\n{}",
+                        crate::cpu::dump(&vcpu)
+                    )),
+                ),
+            };
+            shared.finish(outcome, diagnostic);
+            state = State::Stopped;
+        } else if let Some(outcome) = outcome {
             let diagnostic = match &outcome {
                 Outcome::Reset | Outcome::PowerOff => None,
                 o => Some(format!(

@@ -7,7 +7,7 @@ use crate::error::{io, kvm as kvm_err, Error, Result};
 use crate::layout::{EBDA, KVM_TSS};
 use crate::outcome::{FailScanner, Outcome, Scan};
 use crate::vcpu::ExitCounters;
-use devices::{AcpiSleep, Bus, ExitRequest, ExitSink, PvPanic, Serial, TestCounter, I8042};
+use devices::{AcpiSleep, Bus, PvPanic, Serial, TestCounter, I8042};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{ListenerError, MemoryListener, RamBlock, RamList};
 use parking_lot::{Condvar, Mutex};
@@ -89,17 +89,6 @@ pub struct RunReport {
     pub console: ConsoleStats,
     /// vCPU threads that had not stopped when the VMM gave up waiting for them.
     pub stuck_vcpus: Vec<usize>,
-}
-
-thread_local! {
-    /// Set on the thread whose `finish` call decided the outcome (a vCPU whose device access
-    /// stopped the VM), so that the vCPU can attach its registers to the diagnostic.
-    static FINISHED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the calling thread decided the outcome (and clears the flag).
-pub(crate) fn take_finished_here() -> bool {
-    FINISHED_HERE.with(|f| f.replace(false))
 }
 
 /// State shared by the vCPU threads and the controlling thread.
@@ -188,20 +177,6 @@ impl VmShared {
         }
     }
 
-    /// Adds vCPU `id`'s registers to the diagnostic of an outcome a device reported (the
-    /// vCPU whose access caused it calls this right after the access).
-    pub(crate) fn attach_registers(&self, id: usize, dump: impl FnOnce() -> String) {
-        let mut r = self.result.lock();
-        if let Some((outcome, diag)) = r.as_mut() {
-            if matches!(outcome, Outcome::Panic) {
-                let d = diag.get_or_insert_with(String::new);
-                if !d.contains("registers") {
-                    d.push_str(&format!("\nvCPU {id} registers at the access:\n{}", dump()));
-                }
-            }
-        }
-    }
-
     /// Ends the run with `outcome` (the first outcome wins) and kicks every vCPU. A reset,
     /// power-off or triple fault that follows a Linux guest's panic line is the panic's end
     /// (a kernel booted with `panic=N` reboots after it) and is reported as [`Outcome::Panic`].
@@ -224,7 +199,6 @@ impl VmShared {
                     (o, _) => (o, diagnostic),
                 };
                 *r = Some((outcome, diagnostic));
-                FINISHED_HERE.with(|f| f.set(true));
             }
         }
         self.stop.store(true, Ordering::Release);
@@ -740,20 +714,8 @@ impl Vm {
         });
         shared.vcpu_write_fds.lock().push(shared.console.wake_fd());
 
-        // Devices.
-        let weak = Arc::downgrade(&shared);
-        let exit: ExitSink = Arc::new(move |req| {
-            if let Some(s) = weak.upgrade() {
-                match req {
-                    ExitRequest::Reset => s.finish(Outcome::Reset, None),
-                    ExitRequest::PowerOff => s.finish(Outcome::PowerOff, None),
-                    ExitRequest::Panic => s.finish(
-                        Outcome::Panic,
-                        Some("the guest reported a panic through pvpanic (port 0x505)".into()),
-                    ),
-                }
-            }
-        });
+        // Devices. Those that end the VM (i8042, ACPI sleep, pvpanic) return an
+        // `ExitRequest` from the write, which the vCPU loop turns into the outcome.
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
         // The DSDT describes COM1 and pvpanic at these ports (a hardware-reduced Linux maps
         // only the interrupts the DSDT names), and the FADT's sleep registers at AcpiSleep's.
@@ -766,17 +728,13 @@ impl Vm {
             .push(std::os::fd::AsRawFd::as_raw_fd(&irq));
         let serial = Arc::new(Serial::new(irq, serial_sink(&shared, &cfg)));
         shared.pio.insert(COM1_PORT.into(), 8, serial.clone())?;
+        shared.pio.insert(0x60, 5, Arc::new(I8042::new()))?;
         shared
             .pio
-            .insert(0x60, 5, Arc::new(I8042::new(exit.clone())))?;
-        shared.pio.insert(
-            SLEEP_CONTROL_PORT.into(),
-            2,
-            Arc::new(AcpiSleep::new(exit.clone())),
-        )?;
+            .insert(SLEEP_CONTROL_PORT.into(), 2, Arc::new(AcpiSleep::new()))?;
         shared
             .pio
-            .insert(PVPANIC_PORT.into(), 1, Arc::new(PvPanic::new(exit)))?;
+            .insert(PVPANIC_PORT.into(), 1, Arc::new(PvPanic))?;
         let counter = Arc::new(TestCounter::default());
         shared.pio.insert(0x510, 2, counter.clone())?;
         shared.pio.insert(
