@@ -8,49 +8,44 @@
 //! every thread inherits the mask (vCPU threads then are not interrupted by them either).
 //! [`SignalFd::new`] blocks them in the calling thread as well.
 //!
-//! With `wake.rs`, the crate's only `unsafe` FFI; every block says why it is sound.
+//! Sigsets and the signal mask are vmm-sys-util's; the `signalfd(2)` call (which vmm-sys-util
+//! does not wrap) is the crate's only `unsafe` FFI.
 
 use crate::{Error, LoopHandle, Result};
-use std::io;
-use std::mem::{size_of, MaybeUninit};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::Arc;
+use vmm_sys_util::signal as sys;
 
 /// The signals a VMM treats as "shut down cleanly".
 pub const TERMINATION_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
+/// The size of one `struct signalfd_siginfo` record (fixed by the kernel ABI).
+const SIGINFO_LEN: usize = std::mem::size_of::<libc::signalfd_siginfo>();
+// `read_signal` takes the signal number from a record's first four bytes.
+const _: () = assert!(std::mem::offset_of!(libc::signalfd_siginfo, ssi_signo) == 0);
+
 fn sigset(signals: &[libc::c_int]) -> Result<libc::sigset_t> {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initializes the set it is given; `set` is valid for writes.
-    if unsafe { libc::sigemptyset(set.as_mut_ptr()) } != 0 {
-        return Err(Error::Signal {
-            what: "sigemptyset",
-            source: io::Error::last_os_error(),
-        });
-    }
-    for &s in signals {
-        // SAFETY: `set` was initialized by sigemptyset above.
-        if unsafe { libc::sigaddset(set.as_mut_ptr(), s) } != 0 {
-            return Err(Error::Signal {
-                what: "sigaddset (invalid signal number?)",
-                source: io::Error::last_os_error(),
-            });
-        }
-    }
-    // SAFETY: initialized above.
-    Ok(unsafe { set.assume_init() })
+    sys::create_sigset(signals).map_err(|e| Error::Signal {
+        what: "sigaddset (invalid signal number?)",
+        source: e.into(),
+    })
 }
 
 /// Blocks `signals` in the calling thread (threads it spawns later inherit the mask).
+/// Signals that are blocked already are fine.
 pub fn block_signals(signals: &[libc::c_int]) -> Result<()> {
-    let set = sigset(signals)?;
-    // SAFETY: `set` is a valid, initialized sigset; a null old-set pointer is allowed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(Error::Signal {
-            what: "pthread_sigmask",
-            source: io::Error::from_raw_os_error(rc),
-        });
+    for &s in signals {
+        let (what, source) = match sys::block_signal(s) {
+            Ok(()) | Err(sys::Error::SignalAlreadyBlocked(_)) => continue,
+            Err(sys::Error::CreateSigset(e)) => ("sigaddset (invalid signal number?)", e.into()),
+            Err(sys::Error::RetrieveSignalMask(rc)) => {
+                ("pthread_sigmask", io::Error::from_raw_os_error(rc))
+            }
+            Err(e) => ("pthread_sigmask", io::Error::other(e.to_string())),
+        };
+        return Err(Error::Signal { what, source });
     }
     Ok(())
 }
@@ -63,7 +58,7 @@ pub fn block_termination_signals() -> Result<()> {
 /// A non-blocking, close-on-exec signalfd.
 #[derive(Debug)]
 pub struct SignalFd {
-    fd: OwnedFd,
+    fd: File,
 }
 
 impl SignalFd {
@@ -72,6 +67,7 @@ impl SignalFd {
     pub fn new(signals: &[libc::c_int]) -> Result<Self> {
         block_signals(signals)?;
         let set = sigset(signals)?;
+        // vmm-sys-util has no signalfd wrapper: this call is the module's only FFI.
         // SAFETY: -1 asks for a new fd; `set` is a valid sigset; the flags are valid.
         let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
         if fd < 0 {
@@ -82,25 +78,23 @@ impl SignalFd {
         }
         Ok(SignalFd {
             // SAFETY: `fd` is a new descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: unsafe { File::from_raw_fd(fd) },
         })
     }
 
     /// The next pending signal number, or `None` when none is pending.
     pub fn read_signal(&self) -> Option<libc::c_int> {
-        let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
-        let len = size_of::<libc::signalfd_siginfo>();
+        let mut rec = [0u8; SIGINFO_LEN];
         loop {
-            // SAFETY: the buffer is valid for `len` bytes of writes; the fd is ours and open.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), info.as_mut_ptr().cast(), len) };
-            if n == len as isize {
-                // SAFETY: the kernel wrote a whole record.
-                return Some(unsafe { info.assume_init() }.ssi_signo as libc::c_int);
+            match (&self.fd).read(&mut rec) {
+                // A signalfd returns whole records; `ssi_signo` (u32) comes first.
+                Ok(SIGINFO_LEN) => {
+                    let signo = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
+                    return libc::c_int::try_from(signo).ok();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => return None,
             }
-            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return None;
         }
     }
 }
@@ -148,5 +142,24 @@ impl LoopHandle {
                 shared.request_quit();
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_signal_numbers_are_clear_errors() {
+        for bad in [&[0][..], &[libc::SIGUSR2, 100_000], &[-1]] {
+            match block_signals(bad) {
+                Err(Error::Signal { what, .. }) => assert!(what.contains("sigaddset"), "{what}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        match SignalFd::new(&[100_000]) {
+            Err(e @ Error::Signal { .. }) => assert!(e.to_string().contains("signal number")),
+            other => panic!("{other:?}"),
+        }
     }
 }

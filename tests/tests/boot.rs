@@ -147,8 +147,15 @@ fn i8042_reset_exits_zero() {
     if !require_kvm() {
         return;
     }
-    let r = run_vmm(&[T, "--cmdline", "workload=reset"], None);
+    let r = run_vmm(
+        &[T, "--cmdline", "workload=reset", "--result-json", "-"],
+        None,
+    );
     r.check(r.status == 0, "reset -> 0");
+    r.check(
+        r.stdout.contains(r#""exit_reason":"reset""#),
+        "the i8042's 0xFE ends the run as a reset",
+    );
 }
 
 #[test]

@@ -5,6 +5,12 @@
 //! restored when the guard drops — on a normal return and on SIGINT/SIGTERM, which the VMM
 //! turns into a normal return — and by a panic hook, so a crash never leaves the user's
 //! terminal raw.
+//!
+//! Hand-written rather than vmm-sys-util's `Terminal`: that trait's raw mode clears only
+//! `ICANON | ECHO | ISIG` (Ctrl-S/Ctrl-Q flow control, Ctrl-V and CR-to-NL translation would
+//! stay on) and its way back sets canonical flags instead of restoring the saved settings,
+//! which the console test checks flag for flag. Here `cfmakeraw` gives full raw input (output
+//! post-processing kept) and the exact saved `termios` is put back.
 
 use std::sync::Mutex;
 
@@ -24,8 +30,7 @@ fn restore() {
 
 /// Whether standard input is a terminal.
 pub fn stdin_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(0) == 1 }
+    std::io::IsTerminal::is_terminal(&std::io::stdin())
 }
 
 impl RawTerminal {
