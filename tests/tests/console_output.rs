@@ -152,6 +152,8 @@ impl Ctl {
         let mut c = Ctl(BufReader::new(s));
         let greeting = c.line();
         assert!(greeting.contains("QMP"), "greeting: {greeting}");
+        let r = c.send("qmp_capabilities");
+        assert!(r.get("return").is_some(), "negotiation: {r}");
         c
     }
 

@@ -70,7 +70,16 @@ struct Client {
 }
 
 impl Client {
+    /// Connects and negotiates capabilities, as a QMP client does.
     fn connect(path: &Path) -> Client {
+        let (mut c, _) = Client::connect_raw(path);
+        let r = c.cmd(r#"{"execute": "qmp_capabilities"}"#);
+        assert_eq!(r.trim(), r#"{"return":{}}"#, "negotiation");
+        c
+    }
+
+    /// Connects and reads the greeting (returned), still in capabilities-negotiation mode.
+    fn connect_raw(path: &Path) -> (Client, String) {
         let s = UnixStream::connect(path).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut c = Client {
@@ -79,7 +88,7 @@ impl Client {
         };
         let greeting = c.line();
         assert!(greeting.contains("\"QMP\""), "greeting: {greeting}");
-        c
+        (c, greeting)
     }
 
     fn line(&mut self) -> String {
@@ -133,11 +142,11 @@ fn protocol_and_bad_input() {
         ),
         (
             r#"{"execute": "ram-add", "arguments": {"name": 1}}"#,
-            "must be a string",
+            "expected a string",
         ),
         (
             r#"{"execute": "ram-add", "arguments": {"name": "x", "gpa": "far", "size": 1}}"#,
-            "must be an integer",
+            "expected a non-negative integer",
         ),
         (
             r#"{"execute": "ram-add", "arguments": {"name": "x", "gpa": 0, "size": 2097152}}"#,
@@ -188,6 +197,95 @@ fn protocol_and_bad_input() {
     assert!(c.cmd(r#"{"execute": "resume"}"#).contains("return"));
     assert!(c.cmd(r#"{"execute": "query-exits"}"#).contains("pio"));
     assert!(c.cmd(r#"{"execute": "quit"}"#).contains("return"));
+    let (status, _) = vm.wait();
+    assert_eq!(status, 6, "quit -> stopped by the user");
+}
+
+/// QMP as QEMU speaks it on the real socket: QEMU's greeting schema, capabilities
+/// negotiation first (other commands are `CommandNotFound` until then, `qmp_capabilities`
+/// after), `id` on every reply, `query-commands`, and timestamped events sent only to
+/// clients past the negotiation. The old code greeted with its own schema and answered
+/// `qmp_capabilities` with `CommandNotFound`.
+#[test]
+fn qmp_greeting_negotiation_ids_and_events() {
+    if !require_kvm() {
+        return;
+    }
+    let vm = Vmm::start("workload=echo");
+    let (mut raw, greeting) = Client::connect_raw(&vm.sock);
+    let g: serde_json::Value = serde_json::from_str(&greeting).unwrap();
+    let v = &g["QMP"]["version"];
+    for k in ["major", "minor", "micro"] {
+        assert!(v["qemu"][k].is_u64(), "{k}: {g}");
+    }
+    assert!(v["package"].as_str().unwrap().contains("rcu-vmm"), "{g}");
+    assert_eq!(g["QMP"]["capabilities"], serde_json::json!([]), "{g}");
+    // Before the negotiation: only qmp_capabilities.
+    let r = raw.cmd_json(r#"{"execute": "query-status", "id": "early"}"#);
+    assert_eq!(r["error"]["class"], "CommandNotFound", "{r}");
+    assert_eq!(r["id"], "early", "{r}");
+    // A client still negotiating gets no events: it sees the reply to its next request
+    // first, not the STOP caused by the other client's pause.
+    let mut c = Client::connect(&vm.sock);
+    c.send_raw(b"{\"execute\": \"pause\", \"id\": 1}\n");
+    // The event goes out as the command runs, before its reply.
+    let stop: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+    assert_eq!(stop["event"], "STOP", "{stop}");
+    assert!(
+        stop["timestamp"]["seconds"].as_u64().unwrap() > 1_600_000_000,
+        "{stop}"
+    );
+    assert!(
+        stop["timestamp"]["microseconds"].as_u64().unwrap() < 1_000_000,
+        "{stop}"
+    );
+    let r: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+    assert_eq!(r, serde_json::json!({"return": {}, "id": 1}));
+    raw.send_raw(b"{\"execute\": \"quit\", \"id\": 2}\n");
+    let r: serde_json::Value = serde_json::from_str(&raw.line()).unwrap();
+    assert_eq!(
+        r["error"]["class"], "CommandNotFound",
+        "still negotiating: {r}"
+    );
+    assert_eq!(r["id"], 2, "{r}");
+    let r = raw.cmd_json(r#"{"execute": "qmp_capabilities", "id": 3}"#);
+    assert_eq!(r, serde_json::json!({"return": {}, "id": 3}));
+    let r = raw.cmd_json(r#"{"execute": "qmp_capabilities", "id": 4}"#);
+    assert_eq!(r["error"]["class"], "CommandNotFound", "{r}");
+    assert_eq!(r["id"], 4, "{r}");
+    // Now negotiated: the RESUME reaches both.
+    let r = raw.cmd_json(r#"{"execute": "resume", "id": 5}"#);
+    assert_eq!(r, serde_json::json!({"return": {}, "id": 5}));
+    let ev: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+    assert_eq!(ev["event"], "RESUME", "{ev}");
+    let r = c.cmd_json(r#"{"execute": "query-commands", "id": "q"}"#);
+    assert_eq!(r["id"], "q", "{r}");
+    let names: Vec<&str> = r["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "qmp_capabilities",
+        "query-status",
+        "ram-add",
+        "ram-remove",
+        "quit",
+    ] {
+        assert!(names.contains(&want), "{want}: {names:?}");
+    }
+    // Requests back to back with no newline (as QEMU's Python library sends them).
+    c.send_raw(br#"{"execute":"query-status","id":"a"}{"execute":"query-status","id":"b"}"#);
+    for id in ["a", "b"] {
+        let r: serde_json::Value = serde_json::from_str(&c.line()).unwrap();
+        assert_eq!(r["id"], id, "{r}");
+        assert_eq!(r["return"]["status"], "running", "{r}");
+    }
+    let r = c.cmd_json(r#"{"execute": "ram-remove", "arguments": {"name": "none"}, "id": 6}"#);
+    assert_eq!(r["error"]["class"], "DeviceNotFound", "{r}");
+    assert_eq!(r["id"], 6, "{r}");
+    let _ = c.cmd(r#"{"execute": "quit"}"#);
     let (status, _) = vm.wait();
     assert_eq!(status, 6, "quit -> stopped by the user");
 }

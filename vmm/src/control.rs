@@ -1,19 +1,23 @@
-//! The control socket: newline-delimited JSON in the manner of QMP, served by the main loop.
+//! The control socket: QMP, as QEMU speaks it, served by the main loop (the protocol itself,
+//! without the VM, is [`crate::qmp`]).
 //!
-//! A client connects to the Unix socket and gets a greeting:
-//! `{"QMP": {"version": {...}, "capabilities": []}}`. It sends one request per line,
-//! `{"execute": "query-status", "arguments": {...}, "id": ...}`, and gets one reply per line:
-//! `{"return": ...}` or `{"error": {"class": ..., "desc": ...}}` (with the request's `id`, if
-//! any). Asynchronous events (`{"event": "SHUTDOWN", "data": {...}}`, `STOP`, `RESUME`) go to
-//! every client.
+//! A client connects to the Unix socket and gets QEMU's greeting:
+//! `{"QMP": {"version": {"qemu": {"major": ..}, "package": ..}, "capabilities": []}}`. It
+//! then negotiates capabilities (`{"execute": "qmp_capabilities"}`; until then every other
+//! command gets a `CommandNotFound` error and no events are sent). It sends requests,
+//! `{"execute": "query-status", "arguments": {...}, "id": ...}` (JSON objects, back to back
+//! or one per line), and gets one reply per line: `{"return": ...}` or
+//! `{"error": {"class": ..., "desc": ...}}`, with the request's `id` if any. Asynchronous
+//! events (`{"event": "SHUTDOWN", "data": {...}, "timestamp": {"seconds": .., "microseconds":
+//! ..}}`, `STOP`, `RESUME`, `RESET`) go to every negotiated client.
 //!
 //! Access: the socket file is created with mode 0600 (the socket's mode is set before `bind`,
 //! so there is no moment when it has the umask's; nothing is ever changed through the path,
 //! so a symlink put there is never followed), and every client's uid (`SO_PEERCRED`) must be
 //! the VMM's effective uid: others are disconnected before the greeting and logged.
 //!
-//! Robustness: lines are limited to [`MAX_LINE`] bytes (a longer one gets an error and the
-//! client is dropped); malformed JSON, unknown commands and wrong argument types get an error
+//! Robustness: requests are limited to [`MAX_LINE`] bytes (a longer one gets an error and
+//! the client is dropped); malformed JSON, unknown commands and wrong argument types get an error
 //! and the connection goes on; replies to a client that does not read are buffered up to
 //! [`MAX_OUTPUT`] bytes, then the client is dropped. Nothing a client sends can stop the VMM
 //! or the guest, except `quit`. Fairness: each wake-up serves a client at most
@@ -32,12 +36,13 @@
 
 use crate::layout;
 use crate::outcome::Outcome;
+use crate::qmp::{self, Command, ErrorClass, QmpError, Session, Step};
 use crate::vm::VmShared;
 use devices::Constant;
 use iohandler::LoopHandle;
 use memory::{BlockFlags, RamBlock};
 use parking_lot::Mutex;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -47,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
-/// The longest request line accepted.
+/// The longest request accepted (one line, or one JSON object).
 pub const MAX_LINE: usize = 64 * 1024;
 /// The most reply bytes buffered for a client that does not read.
 pub const MAX_OUTPUT: usize = 1 << 20;
@@ -79,6 +84,8 @@ struct Client {
     waiting: bool,
     /// Its budget for a wake-up was spent and a bottom half will serve the rest.
     resume_scheduled: bool,
+    /// Its QMP state: negotiating capabilities, or past that.
+    session: Session,
 }
 
 impl Client {
@@ -321,7 +328,7 @@ pub fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
 }
 
 /// A command's failure: QMP's error class and a description.
-type CmdError = (&'static str, String);
+type CmdError = QmpError;
 
 /// What `ram-add` did.
 enum RamAdd {
@@ -332,27 +339,7 @@ enum RamAdd {
 }
 
 fn bad(desc: impl Into<String>) -> CmdError {
-    ("GenericError", desc.into())
-}
-
-fn arg_u64(args: &Map<String, Value>, key: &str) -> Result<u64, CmdError> {
-    match args.get(key) {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| bad(format!("'{key}' must be a non-negative integer"))),
-        Some(Value::String(s)) if s.starts_with("0x") => u64::from_str_radix(&s[2..], 16)
-            .map_err(|_| bad(format!("'{key}' is not a hexadecimal number"))),
-        Some(_) => Err(bad(format!("'{key}' must be an integer"))),
-        None => Err(bad(format!("missing argument '{key}'"))),
-    }
-}
-
-fn arg_str<'a>(args: &'a Map<String, Value>, key: &str) -> Result<&'a str, CmdError> {
-    match args.get(key) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(bad(format!("'{key}' must be a string"))),
-        None => Err(bad(format!("missing argument '{key}'"))),
-    }
+    QmpError::generic(desc)
 }
 
 impl Control {
@@ -428,13 +415,17 @@ impl Control {
             Some(other) => ("SHUTDOWN", other),
             None => ("SHUTDOWN", "unknown"),
         };
-        self.broadcast(&json!({"event": event, "data": {"reason": reason}}));
+        self.broadcast(&qmp::event(event, Some(json!({ "reason": reason }))));
     }
 
-    /// Sends an event to every client (from any thread).
+    /// Sends an event to every client past the capabilities negotiation, as QEMU does (from
+    /// any thread).
     pub fn broadcast(&self, v: &Value) {
         for (&fd, c) in self.clients.lock().iter() {
             let mut cl = c.lock();
+            if !cl.session.is_negotiated() {
+                continue;
+            }
             cl.send(v);
             if !cl.outbuf.is_empty() || cl.dead {
                 // Watch for room (or drop it) on the loop thread, which owns the handlers.
@@ -540,11 +531,9 @@ impl Control {
                 write_watched: false,
                 waiting: false,
                 resume_scheduled: false,
+                session: Session::new(),
             }));
-            client.lock().send(&json!({"QMP": {
-                "version": {"package": "rcu-vmm", "version": env!("CARGO_PKG_VERSION")},
-                "capabilities": []
-            }}));
+            client.lock().send(&qmp::greeting());
             self.clients.lock().insert(fd, client.clone());
             if !self.watch(fd, &client, false) {
                 self.clients.lock().remove(&fd);
@@ -590,15 +579,19 @@ impl Control {
             // The complete lines already here, up to the budget.
             let mut start = 0;
             while !c.waiting && requests < REQUESTS_PER_TURN {
-                let Some(pos) = c.inbuf[start..].iter().position(|b| *b == b'\n') else {
+                let Some(len) = qmp::next_request(&c.inbuf[start..]) else {
                     break;
                 };
-                let line = c.inbuf[start..start + pos].to_vec();
-                start += pos + 1;
+                let line = c.inbuf[start..start + len].to_vec();
+                start += len;
                 requests += 1;
+                // Only this (loop) thread serves the client and changes its session; the
+                // copy left there tells events (sent during the request) where it stands.
+                let mut session = c.session.clone();
                 drop(c);
-                let answer = self.request(&line);
+                let answer = self.request(&line, &mut session);
                 c = client.lock();
+                c.session = session;
                 match answer {
                     None => {}
                     Some(Answer::Now(r)) => c.queue(&r),
@@ -631,8 +624,12 @@ impl Control {
             }
             // Every complete line is served: what is left is the start of one.
             if c.inbuf.len() > MAX_LINE {
-                c.send(&json!({"error": {"class": "GenericError",
-                    "desc": format!("request line longer than {MAX_LINE} bytes; closing")}}));
+                c.send(&qmp::reply(
+                    Err(bad(format!(
+                        "request longer than {MAX_LINE} bytes; closing"
+                    ))),
+                    None,
+                ));
                 let _ = c.stream.shutdown(std::net::Shutdown::Write);
                 c.inbuf = Vec::new();
                 c.draining = true;
@@ -724,12 +721,12 @@ impl Control {
         self.serve(fd, client, Wake::Resume);
     }
 
-    /// Parses and executes one request line as the loop does for a client, but all on the
-    /// caller's thread (a `ram-add`'s fill included): the reply, or `None` for a blank line.
-    /// Public for the fuzz target (`fuzz/fuzz_targets/control.rs`), which calls it with
-    /// arbitrary bytes.
+    /// Parses and executes one request line as the loop does for a client past the
+    /// capabilities negotiation, but all on the caller's thread (a `ram-add`'s fill
+    /// included): the reply, or `None` for a blank line. Public for the fuzz target
+    /// (`fuzz/fuzz_targets/control.rs`), which calls it with arbitrary bytes.
     pub fn request_now(&self, line: &[u8]) -> Option<Value> {
-        Some(match self.request(line)? {
+        Some(match self.request(line, &mut Session::negotiated())? {
             Answer::Now(v) => v,
             Answer::Fill(job) => {
                 let result = match fill(&job.block, job.pattern) {
@@ -741,70 +738,48 @@ impl Control {
         })
     }
 
-    /// Parses and executes one request line; `None` for a blank line.
-    fn request(&self, line: &[u8]) -> Option<Answer> {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        let req: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return Some(Answer::Now(json!({"error": {"class": "GenericError",
-                    "desc": format!("malformed JSON: {e}")}})))
-            }
+    /// Parses and executes one request line of a client in `session`; `None` for a blank
+    /// line.
+    fn request(&self, line: &[u8], session: &mut Session) -> Option<Answer> {
+        let (command, id) = match session.step(line) {
+            Step::Nothing => return None,
+            Step::Reply(v) => return Some(Answer::Now(v)),
+            Step::Run { command, id } => (command, id),
         };
-        let id = req.get("id").cloned();
-        let result = match req.get("execute") {
-            Some(Value::String(cmd)) => {
-                let empty = Map::new();
-                let args = match req.get("arguments") {
-                    None | Some(Value::Null) => Ok(&empty),
-                    Some(Value::Object(args)) => Ok(args),
-                    Some(_) => Err(bad("'arguments' must be an object")),
-                };
-                match args {
-                    Ok(args) if cmd == "ram-add" => match self.ram_add(args) {
-                        Ok(RamAdd::Done(v)) => Ok(v),
-                        Ok(RamAdd::Fill(block, pattern)) => {
-                            return Some(Answer::Fill(PendingFill { block, pattern, id }))
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Ok(args) => self.execute(cmd, args),
-                    Err(e) => Err(e),
+        let result = match command {
+            Command::RamAdd {
+                name,
+                gpa,
+                size,
+                pattern,
+            } => match self.ram_add(&name, gpa, size, pattern) {
+                Ok(RamAdd::Done(v)) => Ok(v),
+                Ok(RamAdd::Fill(block, pattern)) => {
+                    return Some(Answer::Fill(PendingFill { block, pattern, id }))
                 }
-            }
-            Some(_) => Err(bad("'execute' must be a string")),
-            None => Err(bad("expected {\"execute\": COMMAND, \"arguments\": {...}}")),
+                Err(e) => Err(e),
+            },
+            other => self.execute(other),
         };
         Some(Answer::Now(Self::reply(result, id)))
     }
 
     /// The reply line for a command's result.
     fn reply(result: Result<Value, CmdError>, id: Option<Value>) -> Value {
-        let mut reply = match result {
-            Ok(v) => json!({ "return": v }),
-            Err((class, desc)) => json!({"error": {"class": class, "desc": desc}}),
-        };
-        if let Some(id) = id {
-            reply["id"] = id;
-        }
-        reply
+        qmp::reply(result, id)
     }
 
-    fn execute(&self, cmd: &str, args: &Map<String, Value>) -> Result<Value, CmdError> {
-        if cmd == "ram-remove" {
+    fn execute(&self, cmd: Command) -> Result<Value, CmdError> {
+        if matches!(cmd, Command::RamRemove { .. }) {
             let kvm0 = self.shared.slot_ioctl_ns.load(Ordering::Relaxed);
             let t = std::time::Instant::now();
-            let r = self.execute_inner(cmd, args);
+            let r = self.execute_inner(cmd);
             if r.is_ok() {
                 self.record_hotplug(t, kvm0);
             }
             return r;
         }
-        self.execute_inner(cmd, args)
+        self.execute_inner(cmd)
     }
 
     /// Records the VMM's share of a hot-plug operation that started at `t`, when the KVM
@@ -821,18 +796,17 @@ impl Control {
 
     /// `ram-add`: checks the block against the hot-plug window and `--max-memory`, maps it,
     /// and publishes it now, or (with a pattern) hands it back to be filled first.
-    fn ram_add(&self, args: &Map<String, Value>) -> Result<RamAdd, CmdError> {
+    /// Without a pattern the block is left as the host gives it (zeroes) and nothing is
+    /// touched; with one, every qword is filled (off the loop) before publication.
+    fn ram_add(
+        &self,
+        name: &str,
+        gpa: u64,
+        size: u64,
+        pattern: Option<u64>,
+    ) -> Result<RamAdd, CmdError> {
         let t = std::time::Instant::now();
         let s = &self.shared;
-        let name = arg_str(args, "name")?;
-        let gpa = arg_u64(args, "gpa")?;
-        let size = arg_u64(args, "size")?;
-        // Without a pattern the block is left as the host gives it (zeroes) and nothing is
-        // touched; with one, every qword is filled (off the loop) before publication.
-        let pattern = match args.get("pattern") {
-            None => None,
-            Some(_) => Some(arg_u64(args, "pattern")?),
-        };
         if !layout::in_hotplug_window(gpa, size) {
             return Err(bad(format!(
                 "RAM can be added only inside the hot-plug window {:#x}-{:#x} ({} MiB); \
@@ -892,21 +866,21 @@ impl Control {
                "kvm-slot-ioctl-total-ms": self.shared.slot_ioctl_ns.load(Ordering::Relaxed) as f64 / 1e6})
     }
 
-    fn execute_inner(&self, cmd: &str, args: &Map<String, Value>) -> Result<Value, CmdError> {
+    fn execute_inner(&self, cmd: Command) -> Result<Value, CmdError> {
         let s = &self.shared;
         match cmd {
-            "query-status" => Ok(json!({
+            Command::QueryStatus {} => Ok(json!({
                 "running": !s.stopping() && !s.is_paused(),
                 "status": if s.stopping() { "shutdown" } else if s.is_paused() { "paused" } else { "running" },
             })),
-            "query-cpus" => Ok(Value::Array(
+            Command::QueryCpus {} => Ok(Value::Array(
                 s.exits
                     .iter()
                     .enumerate()
                     .map(|(i, _)| json!({"cpu": i, "apic-id": i}))
                     .collect(),
             )),
-            "query-exits" => Ok(Value::Array(
+            Command::QueryExits {} => Ok(Value::Array(
                 s.exits
                     .iter()
                     .enumerate()
@@ -919,7 +893,7 @@ impl Control {
                     })
                     .collect(),
             )),
-            "query-memory" => {
+            Command::QueryMemory {} => {
                 let snap = s.ram.snapshot_owned();
                 let st = s.ram.stats();
                 let blocks: Vec<Value> = snap
@@ -945,8 +919,8 @@ impl Control {
                     "hotplug": self.hotplug_stats()}),
                 )
             }
-            "query-console" => Ok(s.console.stats().to_json('-')),
-            "query-rcu" => {
+            Command::QueryConsole {} => Ok(s.console.stats().to_json('-')),
+            Command::QueryRcu {} => {
                 let r = s.rcu.stats();
                 Ok(json!({
                     "grace-periods": r.grace_periods,
@@ -963,35 +937,34 @@ impl Control {
                     "throttled": r.throttled,
                 }))
             }
-            "pause" => {
+            Command::Pause {} => {
                 s.pause();
-                self.broadcast(&json!({"event": "STOP"}));
+                self.broadcast(&qmp::event("STOP", None));
                 Ok(json!({}))
             }
-            "resume" | "cont" => {
+            Command::Resume {} | Command::Cont {} => {
                 s.resume();
-                self.broadcast(&json!({"event": "RESUME"}));
+                self.broadcast(&qmp::event("RESUME", None));
                 Ok(json!({}))
             }
-            "quit" => {
+            Command::Quit {} => {
                 s.finish(Outcome::Stopped, None);
                 Ok(json!({}))
             }
-            "ram-remove" => {
-                let name = arg_str(args, "name")?;
+            Command::RamRemove { name } => {
                 if name == "ram-low" || name == "ram-high" {
                     return Err(bad("boot RAM cannot be removed"));
                 }
-                let id = s
-                    .ram
-                    .find_by_name(name)
-                    .ok_or_else(|| ("DeviceNotFound", format!("no RAM block named '{name}'")))?;
+                let id = s.ram.find_by_name(&name).ok_or_else(|| {
+                    QmpError::new(
+                        ErrorClass::DeviceNotFound,
+                        format!("no RAM block named '{name}'"),
+                    )
+                })?;
                 s.ram.remove(id).map_err(|e| bad(e.to_string()))?;
                 Ok(json!({}))
             }
-            "device-add" => {
-                let port = arg_u64(args, "port")?;
-                let value = arg_u64(args, "value")?;
+            Command::DeviceAdd { port, value } => {
                 if port > 0xffff || value > u32::MAX as u64 {
                     return Err(bad("'port' must fit 16 bits and 'value' 32 bits"));
                 }
@@ -1004,8 +977,7 @@ impl Control {
                     .map_err(|e| bad(e.to_string()))?;
                 Ok(json!({}))
             }
-            "device-remove" => {
-                let port = arg_u64(args, "port")?;
+            Command::DeviceRemove { port } => {
                 let name = s
                     .pio
                     .devices()
@@ -1018,13 +990,17 @@ impl Control {
                         Ok(json!({}))
                     }
                     Some(n) => Err(bad(format!("'{n}' is not a hot-pluggable test device"))),
-                    None => Err(("DeviceNotFound", format!("no device at port {port:#x}"))),
+                    None => Err(QmpError::new(
+                        ErrorClass::DeviceNotFound,
+                        format!("no device at port {port:#x}"),
+                    )),
                 }
             }
-            other => Err((
-                "CommandNotFound",
-                format!("the command '{other}' has not been found"),
-            )),
+            // Answered by the protocol (`qmp::Session::step`) or above (`ram-add`).
+            Command::QmpCapabilities { .. }
+            | Command::QueryCommands {}
+            | Command::QueryVersion {}
+            | Command::RamAdd { .. } => Err(bad("internal error: this command is not run here")),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod memstat;
 pub mod mptable;
 pub mod outcome;
 pub mod pvm;
+pub mod qmp;
 pub mod report;
 pub mod seccomp;
 pub mod term;

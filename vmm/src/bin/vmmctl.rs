@@ -1,5 +1,7 @@
 //! `vmmctl`: a client for the VMM's control socket (`vmm --control PATH`).
 //!
+//! It speaks QMP: after the greeting it negotiates capabilities (`qmp_capabilities`, no
+//! capability enabled), then sends its requests.
 //! `vmmctl SOCKET send COMMAND [ARGS-JSON]` sends one request and prints the reply;
 //! `vmmctl SOCKET churn ...` is the live RAM writer of the lookup benchmark: it hot-adds and
 //! removes one block at a steady rate until the VMM goes away or `--duration` passes, then
@@ -142,6 +144,12 @@ impl Conn {
                 path.display()
             );
         }
+        let reply = c
+            .call(&request("qmp_capabilities", json!({})))?
+            .context("the VMM closed the socket during the capabilities negotiation")?;
+        if reply.get("return").is_none() {
+            bail!("the VMM refused the capabilities negotiation: {reply}");
+        }
         Ok(c)
     }
 
@@ -186,10 +194,7 @@ fn is_gone(e: &anyhow::Error) -> bool {
 }
 
 fn request(cmd: &str, args: Value) -> Vec<u8> {
-    let mut v = serde_json::to_vec(&json!({"execute": cmd, "arguments": args}))
-        .expect("a JSON value serializes");
-    v.push(b'\n');
-    v
+    vmm::qmp::request_line(cmd, args, None)
 }
 
 fn main() -> ExitCode {
