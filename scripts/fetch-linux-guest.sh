@@ -11,7 +11,7 @@
 # How: `apt-get download` of linux-image-cloud-amd64 (the meta-package, only to read which
 # versioned linux-image-<ver>-cloud-amd64 it depends on), of that package and of
 # busybox-static; `dpkg-deb -x` into the cache; the initramfs is written by the project's
-# own reproducible writer (`mkinitramfs`, vmm/src/initramfs.rs), built with cargo.
+# own reproducible writer (`mkinitramfs`, vmm/src/images/initramfs.rs), built with cargo.
 #
 # Cached and idempotent: once the kernel and busybox are in the cache, a run downloads
 # nothing (and asks apt nothing); it only rewrites the initramfs, byte for byte the same.

@@ -42,8 +42,8 @@ fn env() -> &'static Env {
         let ram = Arc::new(RamList::new(rcu));
         ram.add(RamBlock::new("ram", 0, 1 << 20, BlockFlags::empty()).unwrap())
             .unwrap();
-        let counters: Arc<[vmm::vcpu::ExitCounters]> =
-            vec![vmm::vcpu::ExitCounters::default()].into();
+        let counters: Arc<[vmm::kvm::vcpu::ExitCounters]> =
+            vec![vmm::kvm::vcpu::ExitCounters::default()].into();
         let lookup = LookupDevice::new(
             ram,
             AltTables::new(LookupDesign::Rcu),

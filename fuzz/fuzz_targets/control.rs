@@ -10,9 +10,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
-use vmm::boot::{BootConfig, KernelSource};
-use vmm::control::Control;
-use vmm::vm::{Running, SerialMode, Vm, VmConfig, VmShared};
+use vmm::frontend::control::Control;
+use vmm::kvm::vm::{Running, SerialMode, Vm, VmConfig, VmShared};
+use vmm::x86_64::boot::{BootConfig, KernelSource};
 
 struct Env {
     ctl: Arc<Control>,

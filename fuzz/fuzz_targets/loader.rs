@@ -1,4 +1,4 @@
-//! The bzImage and initrd loader (`vmm::boot::load_image`) on crafted images: the header
+//! The bzImage and initrd loader (`vmm::x86_64::boot::load_image`) on crafted images: the header
 //! checks, linux-loader's setup/kernel split, the command-line and initrd placement arithmetic
 //! and the zero page. Input: one flags byte, then the kernel image. Every input must load or
 //! be refused with an error, never panic (overflow checks are on in this build).
@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
-use vmm::boot::{load_image, BootConfig, InitrdImage, KernelSource};
+use vmm::x86_64::boot::{load_image, BootConfig, InitrdImage, KernelSource};
 
 const MEM: u64 = 32 << 20;
 

@@ -40,8 +40,8 @@ fn env() -> &'static Env {
                 if d != LookupDesign::Rcu {
                     ram.add_listener(alt.clone()).unwrap();
                 }
-                let counters: Arc<[vmm::vcpu::ExitCounters]> =
-                    vec![vmm::vcpu::ExitCounters::default()].into();
+                let counters: Arc<[vmm::kvm::vcpu::ExitCounters]> =
+                    vec![vmm::kvm::vcpu::ExitCounters::default()].into();
                 LookupDevice::new(ram.clone(), alt, d, counters)
             })
             .collect();

@@ -521,7 +521,7 @@ impl MainLoop {
             let mut n = 0;
             for ev in self.events.iter() {
                 if ev.token() == WAKER {
-                    sh.waker.reset();
+                    // Not read: see `EventWaker::wake`.
                     continue;
                 }
                 n += 1;

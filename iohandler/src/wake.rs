@@ -18,19 +18,22 @@ impl EventWaker {
         })
     }
 
-    /// Makes the descriptor readable (one `write(2)` of 8 bytes). A full counter (EAGAIN)
-    /// is readable already.
+    /// Makes the descriptor readable (one `write(2)` of 8 bytes), which wakes the loop's
+    /// edge-triggered poll once per write.
+    ///
+    /// The loop never reads the counter on a wake-up: a read that comes after a later
+    /// kick's write would consume that write, and the kick (coalesced by the loop's
+    /// `kick_pending` flag, which then stays set) would be lost with every kick after it, so
+    /// the loop would sleep through `quit`, timers and bottom halves. The counter is only
+    /// reset here, when it is full (after 2^64 - 2 kicks: never in practice).
     pub(crate) fn wake(&self) -> std::io::Result<()> {
         match self.fd.write(1) {
-            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Err(e),
-            _ => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let _ = self.fd.read();
+                self.fd.write(1)
+            }
+            r => r,
         }
-    }
-
-    /// Resets the counter (the loop, after a wake-up).
-    pub(crate) fn reset(&self) {
-        // EAGAIN (already reset) is fine.
-        let _ = self.fd.read();
     }
 
     pub(crate) fn fd(&self) -> RawFd {

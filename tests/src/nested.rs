@@ -613,9 +613,9 @@ impl Harness {
         &self,
         env: &L1Env,
         jobs: &[Job],
-    ) -> Result<vmm::initramfs::Archive, NestedError> {
-        use vmm::initramfs::Archive;
-        let bad = |e: vmm::initramfs::BadPath| NestedError::Setup(e.to_string());
+    ) -> Result<vmm::images::initramfs::Archive, NestedError> {
+        use vmm::images::initramfs::Archive;
+        let bad = |e: vmm::images::initramfs::BadPath| NestedError::Setup(e.to_string());
         let mut a = Archive::new();
         for d in [
             "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "files", "jobs",
@@ -631,7 +631,7 @@ impl Harness {
             .arg("--list-full")
             .output()
             .map_err(setup("running busybox --list-full"))?;
-        for p in vmm::initramfs::applet_paths(&String::from_utf8_lossy(&list.stdout)) {
+        for p in vmm::images::initramfs::applet_paths(&String::from_utf8_lossy(&list.stdout)) {
             if !a.contains(&p) {
                 a.symlink(&p, "/bin/busybox").map_err(bad)?;
             }

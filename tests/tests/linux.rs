@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use tests::{require_kvm, run_vmm};
 use vm_memory::{Bytes, GuestAddress};
-use vmm::boot::{BootConfig, KernelSource};
-use vmm::vm::{SerialMode, Vm, VmConfig};
+use vmm::kvm::vm::{SerialMode, Vm, VmConfig};
+use vmm::x86_64::boot::{BootConfig, KernelSource};
 
 const MEM: u64 = 512 << 20;
 const CPUS: u8 = 2;
@@ -194,7 +194,11 @@ fn setup_header_and_kernel_payload() {
     assert_eq!(vm.loaded.entry, load + 0x200);
     let regs = vm.vcpu_regs(0).unwrap();
     assert_eq!(regs.rip, load + 0x200);
-    assert_eq!(regs.rsi, vmm::layout::ZERO_PAGE, "RSI = the zero page");
+    assert_eq!(
+        regs.rsi,
+        vmm::x86_64::layout::ZERO_PAGE,
+        "RSI = the zero page"
+    );
     assert_eq!(regs.rflags & (1 << 9), 0, "interrupts disabled at entry");
 }
 
@@ -203,7 +207,7 @@ fn zero_page_command_line_and_initrd() {
     let Some((vm, g)) = setup() else { return };
     let file = std::fs::read(&g.kernel).unwrap();
     let initrd = std::fs::read(&g.initrd).unwrap();
-    let z = read(&vm, vmm::layout::ZERO_PAGE, 4096);
+    let z = read(&vm, vmm::x86_64::layout::ZERO_PAGE, 4096);
 
     // The setup header is in the zero page at the same offsets, with the loader's fields.
     assert_eq!(&z[hdr::HEADER..hdr::HEADER + 4], b"HdrS");
@@ -238,7 +242,7 @@ fn zero_page_command_line_and_initrd() {
         "initrd above initrd_addr_max"
     );
     assert!(
-        image + size <= MEM.min(vmm::layout::MMIO_HOLE),
+        image + size <= MEM.min(vmm::x86_64::layout::MMIO_HOLE),
         "initrd inside low RAM"
     );
     let (k0, k1) = kernel_footprint(&file, vm.loaded.kernel.0);
@@ -263,7 +267,7 @@ fn zero_page_command_line_and_initrd() {
 #[test]
 fn e820_map_is_ordered_and_covers_mem() {
     let Some((vm, _)) = setup() else { return };
-    let z = read(&vm, vmm::layout::ZERO_PAGE, 4096);
+    let z = read(&vm, vmm::x86_64::layout::ZERO_PAGE, 4096);
     let n = z[zp::E820_ENTRIES] as usize;
     assert!((2..=128).contains(&n), "{n} e820 entries");
     let entries: Vec<(u64, u64, u64)> = (0..n)
@@ -284,7 +288,7 @@ fn e820_map_is_ordered_and_covers_mem() {
     }
     let usable: u64 = entries.iter().filter(|e| e.2 == 1).map(|e| e.1).sum();
     // Everything but the EBDA..1 MiB hole (MP table, ACPI tables, BIOS area) is usable.
-    assert_eq!(usable, MEM - (0x10_0000 - vmm::layout::EBDA));
+    assert_eq!(usable, MEM - (0x10_0000 - vmm::x86_64::layout::EBDA));
     // Usable RAM is backed by guest memory, up to the last byte of --mem.
     for e in entries.iter().filter(|e| e.2 == 1) {
         read(&vm, e.0 + e.1 - 1, 1);
@@ -298,14 +302,17 @@ fn e820_map_is_ordered_and_covers_mem() {
             .iter()
             .any(|e| e.2 == 2 && e.0 <= a && a + len <= e.0 + e.1)
     };
-    let t = vmm::acpi::build(CPUS);
+    let t = vmm::x86_64::acpi::build(CPUS);
     for (gpa, bytes) in &t.regions {
         assert!(
             reserved(*gpa, bytes.len() as u64),
             "ACPI table at {gpa:#x} not reserved"
         );
     }
-    assert!(reserved(vmm::layout::EBDA, 16), "MP table not reserved");
+    assert!(
+        reserved(vmm::x86_64::layout::EBDA, 16),
+        "MP table not reserved"
+    );
 }
 
 /// Walks the 4-level page tables at `cr3` for `va`: the physical address and the page size.
@@ -348,16 +355,16 @@ fn page_tables_identity_map_all_ram() {
     let (initrd, isize) = vm.loaded.initrd.unwrap();
     let mut samples = vec![
         0,
-        vmm::layout::ZERO_PAGE,
-        vmm::layout::GDT,
-        vmm::layout::CMDLINE,
+        vmm::x86_64::layout::ZERO_PAGE,
+        vmm::x86_64::layout::GDT,
+        vmm::x86_64::layout::CMDLINE,
         load,
         vm.loaded.entry,
         initrd,
         initrd + isize - 1,
         MEM - 1, // the last byte of RAM
-        vmm::layout::LAPIC,
-        vmm::layout::IOAPIC,
+        vmm::x86_64::layout::LAPIC,
+        vmm::x86_64::layout::IOAPIC,
     ];
     // And every 2 MiB page of RAM.
     samples.extend((0..MEM).step_by(PAGE_2M as usize).map(|a| a + 0x1234));
@@ -386,7 +393,7 @@ fn descriptor(d: u64) -> (u64, u64, u8, u8) {
 fn gdt_segments_and_control_registers() {
     let Some((vm, _)) = setup() else { return };
     let s = vm.vcpu_sregs(0).unwrap();
-    assert_eq!(s.gdt.base, vmm::layout::GDT);
+    assert_eq!(s.gdt.base, vmm::x86_64::layout::GDT);
     assert!(s.gdt.limit as u64 >= 0x1f, "GDT too short for 0x18");
 
     // __BOOT_CS (0x10): flat 64-bit code, present, execute/read. __BOOT_DS (0x18): flat
@@ -412,7 +419,7 @@ fn gdt_segments_and_control_registers() {
     assert_eq!(s.cr0 & 0x8000_0001, 0x8000_0001, "CR0.PE|PG");
     assert_ne!(s.cr4 & 0x20, 0, "CR4.PAE");
     assert_eq!(s.efer & 0x500, 0x500, "EFER.LME|LMA");
-    assert_eq!(s.cr3, vmm::layout::PML4);
+    assert_eq!(s.cr3, vmm::x86_64::layout::PML4);
 }
 
 fn sum(b: &[u8]) -> u8 {
@@ -438,7 +445,7 @@ fn acpi_tables_in_guest_memory() {
         .filter(|&o| &bios[o..o + 8] == b"RSD PTR ")
         .map(|o| 0xe_0000 + o as u64)
         .collect();
-    let z = read(&vm, vmm::layout::ZERO_PAGE, 4096);
+    let z = read(&vm, vmm::x86_64::layout::ZERO_PAGE, 4096);
     assert_eq!(found, vec![le(&z, zp::ACPI_RSDP_ADDR, 8)]);
     let r = read(&vm, found[0], 36);
     assert_eq!(sum(&r[..20]), 0, "RSDP checksum");
@@ -535,14 +542,14 @@ fn debian_kernel_run_informative() {
         [0, 1, 3, 4, 5].contains(&r.status),
         "the VMM should end with a documented status",
     );
-    let host = vmm::pvm::host();
+    let host = vmm::kvm::pvm::host();
     if host.runs_linux() {
         r.check(
             r.status == 0,
             "on hardware virtualization Linux reaches its marker",
         );
         r.check(
-            log.contains(vmm::initramfs::MARKER),
+            log.contains(vmm::images::initramfs::MARKER),
             "marker on the serial port",
         );
         r.check(log.contains("cpus: 2"), "both vCPUs online in Linux");
@@ -580,7 +587,10 @@ fn builtin_guest_finds_its_cpus_through_the_madt() {
             None,
         );
         r.check(r.status == 0, "exit 0");
-        let acpi = format!("acpi: rsdp at {:#x}, madt at ", vmm::acpi::RSDP_ADDR);
+        let acpi = format!(
+            "acpi: rsdp at {:#x}, madt at ",
+            vmm::x86_64::acpi::RSDP_ADDR
+        );
         r.check(r.lines(&acpi).len() == 1, &format!("expected '{acpi}...'"));
         r.check(
             r.lines(&acpi)[0].ends_with(&format!(", {cpus} processors")),

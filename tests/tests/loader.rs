@@ -119,7 +119,7 @@ fn an_initrd_is_read_only_up_to_the_size_it_reports() {
 
 /// The built-in guest's bzImage with its setup header's pref_address and init_size changed.
 fn crafted(d: &Dir, name: &str, pref_address: u64, init_size: u32) -> PathBuf {
-    let mut img = vmm::guest_image::GUEST_BZIMAGE.to_vec();
+    let mut img = vmm::images::guest_image::GUEST_BZIMAGE.to_vec();
     img[0x258..0x260].copy_from_slice(&pref_address.to_le_bytes());
     img[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
     let p = d.path(name);
@@ -157,7 +157,7 @@ fn a_kernel_larger_than_guest_memory_is_refused_before_reading_it() {
     }
     let d = Dir::new("big");
     let big = d.path("big");
-    std::fs::write(&big, vmm::guest_image::GUEST_BZIMAGE).unwrap();
+    std::fs::write(&big, vmm::images::guest_image::GUEST_BZIMAGE).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
     f.set_len(64 << 20).unwrap(); // sparse
     expect_refused(

@@ -206,7 +206,7 @@ fn run_suite() -> Result<Batch, String> {
     let mut overlays = Vec::new();
     for action in ["reboot", "panic", "shell"] {
         let p: PathBuf = dir.join(format!("action-{action}.cpio.gz"));
-        let a = vmm::initramfs::action_overlay(action).map_err(|e| e.to_string())?;
+        let a = vmm::images::initramfs::action_overlay(action).map_err(|e| e.to_string())?;
         // Compressed: Linux finds a compressed archive at any offset after the first one, an
         // uncompressed one only at a 4-byte boundary.
         std::fs::write(&p, a.to_cpio_gz()).map_err(|e| e.to_string())?;
@@ -337,7 +337,7 @@ fn linux_boots_prints_every_init_line_and_powers_off_in_every_configuration() {
         let out = console(j);
         for text in [&out, &log] {
             for line in [
-                vmm::initramfs::MARKER,
+                vmm::images::initramfs::MARKER,
                 "uptime: ",
                 "kernel: ",
                 "cpus: ",

@@ -121,7 +121,7 @@ fn qemus_python_qmp_library_drives_the_control_socket() {
     let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let g = &v["greeting"];
     assert_eq!(g["capabilities"], json!([]), "{v}");
-    let ours = vmm::qmp::version();
+    let ours = vmm::frontend::qmp::version();
     let q = &ours["qemu"];
     assert_eq!(
         g["version"],

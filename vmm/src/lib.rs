@@ -1,34 +1,30 @@
 //! `vmm`: a small KVM virtual machine monitor whose shared structures are read through RCU.
 //!
-//! KVM set-up ([`vm`]), the x86_64 Linux boot protocol ([`boot`], [`mptable`], [`cpu`],
-//! [`cpuid`]), the vCPU threads ([`vcpu`]: QSBR readers, offline inside `KVM_RUN`), and the
-//! command-line binary (`src/main.rs`). The built-in test guest ([`guest_image`]) is built
-//! from `guest/` by `build.rs`.
+//! The folders show the architecture:
+//!
+//! - [`x86_64`]: the machine the guest sees — the guest-physical layout, the Linux boot
+//!   protocol, MP and ACPI tables, CPUID and registers;
+//! - [`kvm`]: the VM and its vCPU threads (QSBR readers, offline inside `KVM_RUN`), kicks,
+//!   and the check for a KVM that cannot run Linux;
+//! - [`frontend`]: what a user talks to — the QMP control socket, the console (guest output
+//!   to stdout and the log files, stdin to the UART) and the terminal;
+//! - [`images`]: the built-in test guest (built from `guest/` by `build.rs`) and the Linux
+//!   guest's initramfs;
+//!
+//! and, at the top, the run's outcome and report, the errors, seccomp, memory statistics and
+//! the lookup benchmark's device. The command-line binary is `src/main.rs`.
 
 #![warn(missing_docs)]
 
-pub mod acpi;
-pub mod boot;
-pub mod console;
-pub mod console_out;
-pub mod control;
-pub mod cpu;
-pub mod cpuid;
 pub mod error;
-pub mod guest_image;
-pub mod initramfs;
-mod kick;
-pub mod layout;
+pub mod frontend;
+pub mod images;
+pub mod kvm;
 pub mod lookup;
 pub mod memstat;
-pub mod mptable;
 pub mod outcome;
-pub mod pvm;
-pub mod qmp;
 pub mod report;
 pub mod seccomp;
-pub mod term;
-pub mod vcpu;
-pub mod vm;
+pub mod x86_64;
 
 pub use error::{Error, Result};

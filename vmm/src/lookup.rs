@@ -22,7 +22,7 @@
 //! a grace period, which waits for any vCPU still inside an exit — so no design can read
 //! unmapped memory.
 
-use crate::vcpu::ExitCounters;
+use crate::kvm::vcpu::ExitCounters;
 use devices::{Access, BusDevice, ExitRequest};
 use memory::{ListenerError, MemoryListener, MruHint, RamBlock, RamList};
 use parking_lot::{Mutex, RwLock};

@@ -5,10 +5,10 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use vmm::boot::{BootConfig, KernelSource};
+use vmm::kvm::vm::{SerialMode, Vm, VmConfig};
 use vmm::outcome::status;
 use vmm::seccomp::{self, ThreadKind};
-use vmm::vm::{SerialMode, Vm, VmConfig};
+use vmm::x86_64::boot::{BootConfig, KernelSource};
 
 /// The command line a Linux `--kernel` gets without `--cmdline`:
 /// - `reboot=k`: `reboot` resets through the i8042's 0xFE (outcome "reset"); the default,
@@ -268,7 +268,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         Some(extra) if !extra.is_empty() => format!("{cmdline} {extra}"),
         _ => cmdline,
     };
-    let external = vmm::vm::is_external(&kernel);
+    let external = vmm::kvm::vm::is_external(&kernel);
     let json_to_stdout = cli.result_json.as_deref() == Some(std::path::Path::new("-"));
     let cfg = VmConfig {
         boot: BootConfig {
@@ -345,14 +345,14 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     let serial_in = cfg.serial == SerialMode::Stdio || json_to_stdout;
     let vm = Vm::new_in(cfg, rcu).context("setting up the VM")?;
     if external {
-        if let Some(w) = vmm::pvm::linux_warning() {
+        if let Some(w) = vmm::kvm::pvm::linux_warning() {
             eprintln!("vmm: warning: {w}");
         }
     }
     let serial = vm.serial().clone();
-    let tty = vmm::term::stdin_is_tty();
+    let tty = vmm::frontend::term::stdin_is_tty();
     let _raw = if serial_in && tty {
-        vmm::term::RawTerminal::enter()
+        vmm::frontend::term::RawTerminal::enter()
     } else {
         None
     };
@@ -382,7 +382,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     }
     let control = match &cli.control {
         Some(path) => Some(
-            vmm::control::Control::start(path, &h, shared.clone(), max_memory)
+            vmm::frontend::control::Control::start(path, &h, shared.clone(), max_memory)
                 .with_context(|| format!("opening the control socket {}", path.display()))?,
         ),
         None => None,
@@ -394,7 +394,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         timer
     });
     let _stdin = if serial_in {
-        vmm::console::attach_stdin(&h, serial, shared.clone(), tty)
+        vmm::frontend::console::attach_stdin(&h, serial, shared.clone(), tty)
     } else {
         None
     };
@@ -422,9 +422,9 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
         if json_to_stdout {
             // Within a bound: a full pipe that nobody reads does not hold the VMM.
             let line = format!("{json}\n");
-            let n = vmm::console_out::write_stdout_bounded(
+            let n = vmm::frontend::console_out::write_stdout_bounded(
                 line.as_bytes(),
-                vmm::console_out::FINAL_FLUSH,
+                vmm::frontend::console_out::FINAL_FLUSH,
             );
             if n < line.len() {
                 eprintln!(

@@ -1,6 +1,6 @@
 //! The machine-readable result of a run (`--result-json`).
 
-use crate::vm::RunReport;
+use crate::kvm::vm::RunReport;
 use serde_json::json;
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //!
 //! | thread | filter | installed |
 //! |---|---|---|
-//! | `vcpuN` | [`VCPU`] | by the thread itself, before its first `KVM_RUN` ([`crate::vm::Vm::start_confined`]) |
+//! | `vcpuN` | [`VCPU`] | by the thread itself, before its first `KVM_RUN` ([`crate::kvm::vm::Vm::start_confined`]) |
 //! | `rcu-reclaim-N` | [`RECLAIM`] | by the thread itself, first thing (`RcuBuilder::on_reclaimer_start`); `main` waits for it before the guest starts |
 //! | `vmm` (the main thread) | [`MAIN_LOOP`] | after set-up, before the main loop's first round |
 //! | `vmm-ram-fill` (and any thread a filtered thread starts) | its parent's, inherited | by the kernel, at `clone` |

@@ -1,11 +1,11 @@
-//! The built-in guest's image (`vmm::guest_image::GUEST_BZIMAGE`): its bzImage structure, its
+//! The built-in guest's image (`vmm::images::guest_image::GUEST_BZIMAGE`): its bzImage structure, its
 //! 64-bit entry, that linux-loader's bzImage loader takes it, and, on the host, the guest's
 //! own parsers (CRC-32, boot_params, command line, MP table), compiled here from guest/src.
 
 use linux_loader::loader::{BzImage, KernelLoader};
 use std::io::Cursor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm::guest_image::GUEST_BZIMAGE;
+use vmm::images::guest_image::GUEST_BZIMAGE;
 
 #[allow(dead_code)]
 #[path = "../../guest/src/boot.rs"]
@@ -374,11 +374,11 @@ fn low_mem() -> LowMem {
 fn mp_parser_reads_the_vmms_table() {
     for cpus in [1u8, 2, 8] {
         let mut mem = low_mem();
-        let table = vmm::mptable::build(cpus);
-        let at = vmm::layout::EBDA as usize;
+        let table = vmm::x86_64::mptable::build(cpus);
+        let at = vmm::x86_64::layout::EBDA as usize;
         mem.0[at..at + table.len()].copy_from_slice(&table);
         let cfg = guest_mp::find(&mem).expect("the guest finds the VMM's MP table");
-        assert_eq!(cfg.floating_pointer, vmm::layout::EBDA);
+        assert_eq!(cfg.floating_pointer, vmm::x86_64::layout::EBDA);
         assert_eq!(cfg.lapic, 0xfee0_0000);
         let procs = cfg.processors();
         assert_eq!(procs.len(), usize::from(cpus));

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::Command;
-use vmm::initramfs;
+use vmm::images::initramfs;
 
 /// Write the Linux guest's initramfs (gzip newc cpio) from a static busybox binary.
 #[derive(Parser, Debug)]

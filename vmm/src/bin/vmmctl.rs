@@ -194,7 +194,7 @@ fn is_gone(e: &anyhow::Error) -> bool {
 }
 
 fn request(cmd: &str, args: Value) -> Vec<u8> {
-    vmm::qmp::request_line(cmd, args, None)
+    vmm::frontend::qmp::request_line(cmd, args, None)
 }
 
 fn main() -> ExitCode {
@@ -306,7 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let secs = start.elapsed().as_secs_f64();
             let n = rtts.len();
             rtts.sort_unstable();
-            let pct = |p| vmm::control::percentile(&rtts, p);
+            let pct = |p| vmm::frontend::control::percentile(&rtts, p);
             let us = |x: Option<u64>| x.map(|n| n as f64 / 1e3);
             println!(
                 "{}",

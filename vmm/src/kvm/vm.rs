@@ -1,12 +1,12 @@
 //! The VM: KVM set-up in the order KVM requires, devices on the RCU buses, vCPU threads, and
 //! the wait for an outcome.
 
-use crate::boot::{self, BootConfig, KernelSource, Loaded};
-use crate::console_out::{Console, ConsoleStats, Kind, Output};
 use crate::error::{io, kvm as kvm_err, Error, Result};
-use crate::layout::{EBDA, KVM_TSS};
+use crate::frontend::console_out::{Console, ConsoleStats, Kind, Output};
+use crate::kvm::vcpu::ExitCounters;
 use crate::outcome::{FailScanner, Outcome, Scan};
-use crate::vcpu::ExitCounters;
+use crate::x86_64::boot::{self, BootConfig, KernelSource, Loaded};
+use crate::x86_64::layout::{EBDA, KVM_TSS};
 use devices::{AcpiSleep, Bus, PvPanic, Serial, TestCounter, I8042};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{ListenerError, MemoryListener, RamBlock, RamList};
@@ -145,7 +145,7 @@ impl VmShared {
     pub fn pause(&self) {
         self.paused.store(true, Ordering::SeqCst);
         for t in self.threads.lock().iter() {
-            crate::kick::kick(*t);
+            crate::kvm::kick::kick(*t);
         }
     }
 
@@ -203,7 +203,7 @@ impl VmShared {
         }
         self.stop.store(true, Ordering::Release);
         for t in self.threads.lock().iter() {
-            crate::kick::kick(*t);
+            crate::kvm::kick::kick(*t);
         }
         self.done.notify_all();
         self.resumed.notify_all();
@@ -671,13 +671,13 @@ impl Vm {
 
         let loaded = boot::load(&*mem, &cfg.boot)?;
         log::debug!("kernel loaded: {:?} since start", started.elapsed());
-        mem.write_slice(&crate::mptable::build(cpus), GuestAddress(EBDA))
+        mem.write_slice(&crate::x86_64::mptable::build(cpus), GuestAddress(EBDA))
             .map_err(|source| Error::GuestWrite {
                 what: "the MP table",
                 source,
             })?;
         // The ACPI tables (issue 7): SMP Linux guests find their CPUs through the MADT.
-        for (gpa, bytes) in crate::acpi::build(cpus).regions {
+        for (gpa, bytes) in crate::x86_64::acpi::build(cpus).regions {
             mem.write_slice(&bytes, GuestAddress(gpa))
                 .map_err(|source| Error::GuestWrite {
                     what: "the ACPI tables",
@@ -719,7 +719,7 @@ impl Vm {
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
         // The DSDT describes COM1 and pvpanic at these ports (a hardware-reduced Linux maps
         // only the interrupts the DSDT names), and the FADT's sleep registers at AcpiSleep's.
-        use crate::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
+        use crate::x86_64::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
         vm.register_irqfd(&irq, COM1_IRQ.into())
             .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
         shared
@@ -749,10 +749,10 @@ impl Vm {
         )?;
 
         // vCPUs.
-        let base_cpuid = crate::cpuid::supported(&kvm)?;
+        let base_cpuid = crate::x86_64::cpuid::supported(&kvm)?;
         if log::log_enabled!(target: "vmm::cpuid", log::Level::Debug) {
             let mut c = base_cpuid.clone();
-            crate::cpuid::normalize(&mut c, 0, cpus);
+            crate::x86_64::cpuid::normalize(&mut c, 0, cpus);
             for e in base_cpuid.as_slice() {
                 log::debug!(
                     target: "vmm::cpuid",
@@ -760,7 +760,7 @@ impl Vm {
                     e.function, e.index, e.eax, e.ebx, e.ecx, e.edx
                 );
             }
-            for line in crate::cpuid::changes(&base_cpuid, &c) {
+            for line in crate::x86_64::cpuid::changes(&base_cpuid, &c) {
                 log::debug!(target: "vmm::cpuid", "vCPU 0: {line}");
             }
         }
@@ -769,7 +769,7 @@ impl Vm {
             let vcpu = vm
                 .create_vcpu(id as u64)
                 .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            crate::cpu::setup(&vcpu, &base_cpuid, id, cpus, loaded.entry)?;
+            crate::x86_64::cpu::setup(&vcpu, &base_cpuid, id, cpus, loaded.entry)?;
             vcpus.push(vcpu);
         }
         log::debug!("vCPUs configured: {:?} since start", started.elapsed());
@@ -823,7 +823,7 @@ impl Vm {
     /// Starts the vCPU threads; with `filters`, each installs the vCPU filter before its
     /// first `KVM_RUN` (a thread that cannot ends the run with an error instead).
     pub fn start_confined(mut self, filters: Option<Arc<crate::seccomp::Filters>>) -> Running {
-        crate::kick::install();
+        crate::kvm::kick::install();
         let mut handles = Vec::new();
         for (id, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
             let s = self.shared.clone();
@@ -838,10 +838,10 @@ impl Vm {
                         }
                     }
                     let s2 = s.clone();
-                    let run = std::panic::AssertUnwindSafe(|| crate::vcpu::run(id, vcpu, s));
+                    let run = std::panic::AssertUnwindSafe(|| crate::kvm::vcpu::run(id, vcpu, s));
                     if let Err(p) = std::panic::catch_unwind(run) {
                         // The vCPU fd (and its kvm_run) is gone: no kick may touch it.
-                        crate::kick::unregister();
+                        crate::kvm::kick::unregister();
                         s2.finish(
                             Outcome::Error(format!(
                                 "the vCPU {id} thread panicked: {}",
@@ -930,7 +930,7 @@ impl Running {
         shared.finish(Outcome::Timeout, None); // no-op for the outcome; stops and kicks
         let stuck = join_bounded(handles, VCPU_STOP_BOUND, |h| {
             use std::os::unix::thread::JoinHandleExt;
-            crate::kick::kick(h.as_pthread_t());
+            crate::kvm::kick::kick(h.as_pthread_t());
         });
         {
             // Joined threads must not be kicked again (a late `finish`); stuck ones may.
@@ -949,7 +949,9 @@ impl Running {
             log::error!("{msg}");
             msg
         });
-        shared.console.finish(crate::console_out::FINAL_FLUSH);
+        shared
+            .console
+            .finish(crate::frontend::console_out::FINAL_FLUSH);
         let rss_kib = crate::memstat::rss_kib();
         let anon_kib = crate::memstat::anon_kib();
         let guest_resident_kib = crate::memstat::resident_kib(&ram.snapshot_owned());

@@ -6,9 +6,9 @@
 //! stops reading; the UART reports when the guest has drained it, and a bottom half resumes
 //! reading. When standard input is a terminal it is in raw mode and Ctrl-A x stops the VM.
 
+use crate::frontend::term::{Escape, Input};
+use crate::kvm::vm::VmShared;
 use crate::outcome::Outcome;
-use crate::term::{Escape, Input};
-use crate::vm::VmShared;
 use devices::Serial;
 use iohandler::LoopHandle;
 use parking_lot::Mutex;

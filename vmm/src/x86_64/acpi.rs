@@ -24,7 +24,7 @@
 
 pub mod aml;
 
-use crate::layout::{EBDA, HIGH_MEM, IOAPIC, LAPIC};
+use crate::x86_64::layout::{EBDA, HIGH_MEM, IOAPIC, LAPIC};
 
 /// Where the tables start: the BIOS read-only area, above the MP table in the EBDA.
 pub const ACPI_START: u64 = 0xe_0000;
@@ -313,10 +313,10 @@ pub fn build(cpus: u8) -> AcpiTables {
     }
 }
 
-/// The largest MP table [`crate::mptable::build`] writes at the EBDA (254 CPUs): the ACPI
+/// The largest MP table [`crate::x86_64::mptable::build`] writes at the EBDA (254 CPUs): the ACPI
 /// tables must start above it.
 pub fn mptable_end_max() -> u64 {
-    EBDA + crate::mptable::build(254).len() as u64
+    EBDA + crate::x86_64::mptable::build(254).len() as u64
 }
 
 #[cfg(test)]
@@ -608,10 +608,10 @@ mod tests {
         let (last, bytes) = t.regions.last().unwrap();
         assert!(last + bytes.len() as u64 <= ACPI_END);
         // Inside the area the e820 map reserves (EBDA..1 MiB).
-        let e820 = crate::boot::e820_map(256 << 20);
+        let e820 = crate::x86_64::boot::e820_map(256 << 20);
         let reserved = e820
             .iter()
-            .find(|e| e.r#type == crate::boot::E820_RESERVED)
+            .find(|e| e.r#type == crate::x86_64::boot::E820_RESERVED)
             .unwrap();
         let (a, s) = (reserved.addr, reserved.size);
         assert!(a <= ACPI_START && last + bytes.len() as u64 <= a + s);

@@ -1,5 +1,5 @@
 //! The control socket: QMP, as QEMU speaks it, served by the main loop (the protocol itself,
-//! without the VM, is [`crate::qmp`]).
+//! without the VM, is [`crate::frontend::qmp`]).
 //!
 //! A client connects to the Unix socket and gets QEMU's greeting:
 //! `{"QMP": {"version": {"qemu": {"major": ..}, "package": ..}, "capabilities": []}}`. It
@@ -28,16 +28,16 @@
 //! Handlers run on the main-loop thread under the BQL; the RCU writers they call (`ram-add`,
 //! `device-add`, ...) publish new versions and retire old ones through `call_rcu`.
 //!
-//! `ram-add` places RAM only inside the hot-plug window ([`crate::layout::HOTPLUG_START`] to
-//! [`crate::layout::HOTPLUG_END`]) and never past the `--max-memory` total. A block with a
+//! `ram-add` places RAM only inside the hot-plug window ([`crate::x86_64::layout::HOTPLUG_START`] to
+//! [`crate::x86_64::layout::HOTPLUG_END`]) and never past the `--max-memory` total. A block with a
 //! `pattern` is filled on the `vmm-ram-fill` thread, off the main loop: the requesting
 //! client's later requests wait for its reply (replies stay in order), everyone else is
 //! served meanwhile; the block is published when the fill is done.
 
-use crate::layout;
+use crate::frontend::qmp::{self, Command, ErrorClass, QmpError, Session, Step};
+use crate::kvm::vm::VmShared;
 use crate::outcome::Outcome;
-use crate::qmp::{self, Command, ErrorClass, QmpError, Session, Step};
-use crate::vm::VmShared;
+use crate::x86_64::layout;
 use devices::Constant;
 use iohandler::LoopHandle;
 use memory::{BlockFlags, RamBlock};

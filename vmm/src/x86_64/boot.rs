@@ -4,7 +4,7 @@
 //! The built-in guest goes through exactly this path (it is a bzImage too).
 
 use crate::error::{Error, Result};
-use crate::layout::*;
+use crate::x86_64::layout::*;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::KernelLoader;
 use memory::{BlockFlags, RamBlock, RamList};
@@ -135,7 +135,7 @@ fn read_sized(
 /// Reads the kernel image: the built-in guest, or a regular file of at most `mem` bytes.
 fn read_kernel(src: &KernelSource, mem: u64) -> Result<Cow<'static, [u8]>> {
     match src {
-        KernelSource::Builtin => Ok(Cow::Borrowed(crate::guest_image::GUEST_BZIMAGE)),
+        KernelSource::Builtin => Ok(Cow::Borrowed(crate::images::guest_image::GUEST_BZIMAGE)),
         KernelSource::File(p) => {
             let err = |source| Error::KernelFile {
                 path: p.clone(),
@@ -248,7 +248,7 @@ pub fn e820_map(mem: u64) -> Vec<boot_e820_entry> {
 }
 
 /// Loads the kernel, initrd and command line and writes the zero page, the GDT and the page
-/// tables. Guest memory must already exist (see [`crate::vm`]).
+/// tables. Guest memory must already exist (see [`crate::kvm::vm`]).
 pub fn load<M: GuestMemoryBackend>(mem: &M, cfg: &BootConfig) -> Result<Loaded> {
     let name = image_name(&cfg.kernel);
     let kernel = read_kernel(&cfg.kernel, cfg.mem)?;
@@ -353,7 +353,7 @@ pub fn load_image<M: GuestMemoryBackend>(
     };
     params.e820_entries = e820.len() as u8;
     // The ACPI tables (issue 7; written by `Vm::new`): boot protocol 2.14's RSDP pointer.
-    params.acpi_rsdp_addr = crate::acpi::RSDP_ADDR;
+    params.acpi_rsdp_addr = crate::x86_64::acpi::RSDP_ADDR;
     for (slot, e) in params.e820_table.iter_mut().zip(&e820) {
         *slot = *e;
     }
@@ -600,7 +600,7 @@ mod tests {
 
     /// The built-in guest with `patch` applied to its bytes.
     fn crafted(patch: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut img = crate::guest_image::GUEST_BZIMAGE.to_vec();
+        let mut img = crate::images::guest_image::GUEST_BZIMAGE.to_vec();
         patch(&mut img);
         img
     }
@@ -746,7 +746,7 @@ mod tests {
 
     #[test]
     fn truncated_and_empty_images_are_errors() {
-        let whole = crate::guest_image::GUEST_BZIMAGE;
+        let whole = crate::images::guest_image::GUEST_BZIMAGE;
         for len in [0, 1, 0x1f1, 0x202, 0x268] {
             assert!(load_with_initrd(&whole[..len], "x").is_err(), "{len}");
         }

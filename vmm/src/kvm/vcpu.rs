@@ -22,8 +22,8 @@
 //! which is also its quiescent state, on every exit. Port and MMIO exits are dispatched
 //! through the RCU buses with no lock; the device takes its own.
 
+use crate::kvm::vm::VmShared;
 use crate::outcome::Outcome;
-use crate::vm::VmShared;
 use devices::{Access, ExitRequest};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +79,7 @@ fn internal_error_outcome(vcpu: &mut VcpuFd) -> Outcome {
         format!(
             "KVM internal error: emulation failure (suberror {sub}): KVM's instruction \
              emulator could not handle a guest instruction.{}",
-            crate::pvm::emulation_hint()
+            crate::kvm::pvm::emulation_hint()
         )
     } else {
         format!("KVM internal error (suberror {sub})")
@@ -88,7 +88,7 @@ fn internal_error_outcome(vcpu: &mut VcpuFd) -> Outcome {
 
 /// Runs vCPU `id` until the VM stops.
 pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
-    crate::kick::register(vcpu.get_kvm_run() as *mut _);
+    crate::kvm::kick::register(vcpu.get_kvm_run() as *mut _);
     let mut me = shared.rcu.register_qsbr();
     let counters = &shared.exits[id];
     let mut state = State::Running;
@@ -200,7 +200,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
                     Some(format!(
                         "the guest reported a panic through pvpanic (port 0x505)\nvCPU {id} \
                          registers at the access:\n{}",
-                        crate::cpu::dump(&vcpu)
+                        crate::x86_64::cpu::dump(&vcpu)
                     )),
                 ),
             };
@@ -212,7 +212,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
                 o => Some(format!(
                     "vCPU {id} stopped the VM: {}\n{}",
                     describe(o),
-                    crate::cpu::dump(&vcpu)
+                    crate::x86_64::cpu::dump(&vcpu)
                 )),
             };
             shared.finish(outcome, diagnostic);
@@ -220,7 +220,7 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
         }
         me.quiescent_state();
     }
-    crate::kick::unregister();
+    crate::kvm::kick::unregister();
     drop(me);
 }
 

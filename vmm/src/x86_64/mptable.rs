@@ -1,7 +1,7 @@
 //! The Intel MultiProcessor Specification 1.4 table: how the built-in guest (and Linux kernels
 //! built with an MP parser) find the CPUs, the IOAPIC and the ISA interrupt routing.
 
-use crate::layout::{EBDA, IOAPIC, LAPIC};
+use crate::x86_64::layout::{EBDA, IOAPIC, LAPIC};
 
 const APIC_VERSION: u8 = 0x14;
 const IOAPIC_VERSION: u8 = 0x11;
@@ -99,7 +99,7 @@ mod tests {
             assert_eq!(table.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
             let procs = table[44..].chunks(20).take(cpus as usize);
             assert_eq!(procs.filter(|e| e[0] == 0).count(), cpus as usize);
-            assert!(t.len() as u64 <= crate::layout::HIGH_MEM - EBDA);
+            assert!(t.len() as u64 <= crate::x86_64::layout::HIGH_MEM - EBDA);
         }
     }
 }

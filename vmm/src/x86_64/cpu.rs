@@ -2,7 +2,7 @@
 //! state (segments, control registers, RIP/RSI) as the Linux 64-bit boot protocol asks.
 
 use crate::error::{kvm, Result};
-use crate::layout::{BOOT_STACK, GDT, PML4, ZERO_PAGE};
+use crate::x86_64::layout::{BOOT_STACK, GDT, PML4, ZERO_PAGE};
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
@@ -39,7 +39,7 @@ pub fn boot_msrs() -> Vec<(u32, u64)> {
 /// Sets up vCPU `id` of `cpus`: CPUID, MSRs and LAPIC for all; the entry state for the BSP.
 pub fn setup(vcpu: &VcpuFd, base_cpuid: &CpuId, id: u8, cpus: u8, entry: u64) -> Result<()> {
     let mut cpuid = base_cpuid.clone();
-    crate::cpuid::normalize(&mut cpuid, id, cpus);
+    crate::x86_64::cpuid::normalize(&mut cpuid, id, cpus);
     vcpu.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
 
     let entries: Vec<kvm_msr_entry> = boot_msrs()
@@ -109,7 +109,7 @@ fn segment(selector: u16, type_: u8, code64: bool) -> kvm_segment {
 fn setup_boot_state(vcpu: &VcpuFd, entry: u64) -> Result<()> {
     let mut sregs = vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
     sregs.gdt.base = GDT;
-    sregs.gdt.limit = (crate::boot::GDT_ENTRIES.len() * 8 - 1) as u16;
+    sregs.gdt.limit = (crate::x86_64::boot::GDT_ENTRIES.len() * 8 - 1) as u16;
     sregs.idt.base = 0;
     sregs.idt.limit = 0;
     sregs.cs = segment(0x10, 0xb, true);
