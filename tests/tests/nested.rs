@@ -220,19 +220,28 @@ fn run_suite() -> Result<Batch, String> {
     let jobs = jobs();
     let r = h.run(&jobs).and_then(|mut b| {
         // A triple fault the job does not expect, once: QEMU 7.2's emulated SVM now and then
-        // shut a nested guest down by itself (README, "real KVM"). The job runs again in a
-        // fresh L1; a second triple fault stands.
+        // shut a nested guest down by itself (README, "real KVM"). Likewise a guest that
+        // stalled until the VMM's own --timeout (status 3; no job expects it): seen with
+        // 2-vCPU guests in about 1 of 12 jobs in some runs, the guest printing nothing more
+        // while the VMM stayed responsive (not explained yet). The job runs again in a
+        // fresh L1; a second failure stands, and the first attempt is printed either way.
         let again: Vec<Job> = jobs
             .iter()
-            .filter(|j| !EXPECTS_TRIPLE_FAULT.contains(&j.name.as_str()))
-            .filter(|j| b.job(&j.name).status == 5)
+            .filter(|j| {
+                let st = b.job(&j.name).status;
+                (st == 5 && !EXPECTS_TRIPLE_FAULT.contains(&j.name.as_str())) || st == 3
+            })
             .cloned()
             .collect();
         if !again.is_empty() {
             for j in &again {
+                let what = match b.job(&j.name).status {
+                    5 => "an unexpected triple fault",
+                    _ => "the VMM's --timeout (the guest stalled)",
+                };
                 eprintln!(
-                    "nested suite: warning: {} ended in an unexpected triple fault; running it \
-                     once more in a fresh L1. First attempt:\n{}",
+                    "nested suite: warning: {} ended in {what}; running it once more in a \
+                     fresh L1. First attempt:\n{}",
                     j.name,
                     b.job(&j.name).describe()
                 );
