@@ -150,6 +150,83 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// A `vmm` run with `--control` on a socket in a directory of its own (tests run in
+/// parallel), `--timeout=90s`, guest output logged to `serial.log` there; the socket exists
+/// when [`start_with`](Self::start_with) returns.
+pub struct ControlledVmm {
+    /// The VMM process (its stderr piped).
+    pub child: std::process::Child,
+    /// The control socket.
+    pub sock: PathBuf,
+    /// The run's directory (removed by [`wait`](Self::wait)).
+    pub dir: PathBuf,
+}
+
+impl ControlledVmm {
+    /// The built-in guest with `cmdline`.
+    pub fn start(cmdline: &str) -> ControlledVmm {
+        ControlledVmm::start_with(&[], cmdline)
+    }
+
+    /// The built-in guest with `cmdline` and extra `args`.
+    pub fn start_with(args: &[&str], cmdline: &str) -> ControlledVmm {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vmm-ctl-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("control.sock");
+        let child = Command::new(vmm_bin())
+            .args(["--timeout=90s"])
+            .args(args)
+            .arg("--control")
+            .arg(&sock)
+            .args(["--cmdline", cmdline, "--log"])
+            .arg(dir.join("serial.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "socket never appeared"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ControlledVmm { child, sock, dir }
+    }
+
+    /// The guest's output so far.
+    pub fn serial(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serial.log"))
+            .unwrap_or_default()
+            .replace('\r', "")
+    }
+
+    /// Waits for the VMM to end: its status and the guest's output.
+    pub fn wait(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap().code().unwrap_or(-1);
+        let out = self.serial();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (status, out)
+    }
+
+    /// Waits for the VMM to end: its status and its stderr (where warnings are logged).
+    pub fn wait_with_stderr(mut self) -> (i32, String) {
+        use std::io::Read;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let status = self.child.wait().unwrap().code().unwrap_or(-1);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (status, err)
+    }
+}
+
 #[cfg(test)]
 mod unit {
     #[test]

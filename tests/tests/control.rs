@@ -4,65 +4,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::{require_kvm, vmm_bin, vmmctl_bin};
-
-struct Vmm {
-    child: Child,
-    sock: PathBuf,
-    dir: PathBuf,
-}
-
-impl Vmm {
-    fn start(cmdline: &str) -> Vmm {
-        Vmm::start_with(&[], cmdline)
-    }
-
-    fn start_with(args: &[&str], cmdline: &str) -> Vmm {
-        // One directory (and socket) per VMM: the tests run in parallel.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vmm-ctl-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = dir.join("control.sock");
-        let child = Command::new(vmm_bin())
-            .args(["--timeout=90s"])
-            .args(args)
-            .arg("--control")
-            .arg(&sock)
-            .args(["--cmdline", cmdline, "--log"])
-            .arg(dir.join("serial.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while !sock.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "socket never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Vmm { child, sock, dir }
-    }
-
-    fn serial(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serial.log"))
-            .unwrap_or_default()
-            .replace('\r', "")
-    }
-
-    fn wait(mut self) -> (i32, String) {
-        let status = self.child.wait().unwrap().code().unwrap_or(-1);
-        let out = self.serial();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        (status, out)
-    }
-}
+use tests::{require_kvm, vmm_bin, vmmctl_bin, ControlledVmm as Vmm};
 
 struct Client {
     r: BufReader<UnixStream>,
@@ -553,20 +497,6 @@ fn a_client_that_pipelines_a_large_batch_gets_every_reply() {
     let _ = c.cmd(r#"{"execute": "quit"}"#);
     let (status, _) = vm.wait();
     assert_eq!(status, 6);
-}
-
-impl Vmm {
-    /// Waits for the VMM to end: its status and its stderr (where warnings are logged).
-    fn wait_with_stderr(mut self) -> (i32, String) {
-        use std::io::Read;
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        let status = self.child.wait().unwrap().code().unwrap_or(-1);
-        let _ = std::fs::remove_dir_all(&self.dir);
-        (status, err)
-    }
 }
 
 /// A program the test needs; a missing one fails the test, saying so.

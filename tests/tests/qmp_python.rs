@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::{require_kvm, vmm_bin};
+use tests::{require_kvm, ControlledVmm};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,28 +60,8 @@ fn qemus_python_qmp_library_drives_the_control_socket() {
         return;
     }
     let python = qmp_python();
-    let dir = std::env::temp_dir().join(format!("vmm-qmp-py-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("control.sock");
-    let mut vmm = Command::new(vmm_bin())
-        .args(["--timeout=90s", "--control"])
-        .arg(&sock)
-        .args(["--cmdline", "workload=echo", "--log"])
-        .arg(dir.join("serial.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "socket never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut vmm = ControlledVmm::start("workload=echo");
+    let sock = vmm.sock.clone();
     let mut client = Command::new(&python)
         .arg(repo().join("tests/qmp/drive.py"))
         .arg(&sock)
@@ -93,17 +73,16 @@ fn qemus_python_qmp_library_drives_the_control_socket() {
     while client.try_wait().unwrap().is_none() {
         if t.elapsed() > Duration::from_secs(60) {
             let _ = client.kill();
-            let _ = vmm.kill();
+            let _ = vmm.child.kill();
             panic!("the qemu.qmp client did not finish in 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = client.wait_with_output().unwrap();
     if !out.status.success() {
-        let _ = vmm.kill(); // it would wait for its --timeout
+        let _ = vmm.child.kill(); // it would wait for its --timeout
     }
-    let vmm_out = vmm.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let (vmm_status, vmm_err) = vmm.wait_with_stderr();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -112,12 +91,7 @@ fn qemus_python_qmp_library_drives_the_control_socket() {
         out.status.success(),
         "the qemu.qmp client failed:\n{stderr}"
     );
-    assert_eq!(
-        vmm_out.status.code(),
-        Some(6),
-        "quit -> stopped by the user: {}",
-        String::from_utf8_lossy(&vmm_out.stderr)
-    );
+    assert_eq!(vmm_status, 6, "quit -> stopped by the user: {vmm_err}");
     let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let g = &v["greeting"];
     assert_eq!(g["capabilities"], json!([]), "{v}");
