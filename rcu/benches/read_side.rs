@@ -58,6 +58,19 @@ mod loops {
         }
     }
 
+    /// The floor in the QSBR rows' loop shape: `chunks` x (`every` x a bare acquire load),
+    /// with no quiescent state. What the chunked loop itself costs beside the flat floor.
+    #[inline(never)]
+    pub fn floor_chunks(p: &AtomicPtr<Payload>, every: u64, chunks: u64) {
+        let mut i = chunks;
+        while i != 0 {
+            for _ in 0..every {
+                black_box(p.load(Ordering::Acquire));
+            }
+            i -= 1;
+        }
+    }
+
     /// `chunks` x (`every` x `cell.load(me)`, then `quiescent_state`).
     #[inline(never)]
     pub fn qsbr_load(cell: &RcuCell<Payload>, me: &mut QsbrThread, every: u64, chunks: u64) {
@@ -130,6 +143,8 @@ mod loops {
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
     Floor,
+    /// The floor's load in the QSBR loops' chunked shape, `n` loads per chunk.
+    FloorChunks(u64),
     /// `RcuCell::load(&qsbr)`; `quiescent_state` after every `n` loads.
     Qsbr(u64),
     /// `cell.reader(&qsbr)` once per `n` loads, then `quiescent_state`.
@@ -142,8 +157,9 @@ enum Variant {
     Mutex,
 }
 
-const VARIANTS: [Variant; 13] = [
+const VARIANTS: [Variant; 14] = [
     Variant::Floor,
+    Variant::FloorChunks(16),
     Variant::Qsbr(1),
     Variant::Qsbr(16),
     Variant::Qsbr(1000),
@@ -162,6 +178,7 @@ impl Variant {
     fn id(self) -> String {
         match self {
             Variant::Floor => "atomicptr_floor".into(),
+            Variant::FloorChunks(n) => format!("atomicptr_floor_chunks_{n}"),
             Variant::Qsbr(n) => format!("qsbr_qs_every_{n}"),
             Variant::QsbrCheckOnce(n) => format!("qsbr_check_once_qs_every_{n}"),
             Variant::ReadLockMembarrier => "read_lock_membarrier".into(),
@@ -230,6 +247,11 @@ impl Drop for Shared {
 fn run(v: Variant, s: &Shared, me: &mut Option<QsbrThread>, iters: u64) -> u64 {
     match v {
         Variant::Floor => loops::floor(&s.floor, iters),
+        Variant::FloorChunks(every) => {
+            let chunks = iters.div_ceil(every);
+            loops::floor_chunks(&s.floor, every, chunks);
+            return chunks * every;
+        }
         Variant::Qsbr(every) | Variant::QsbrCheckOnce(every) => {
             let me = me.get_or_insert_with(|| s.qsbr_cell.domain().register_qsbr());
             let chunks = iters.div_ceil(every);

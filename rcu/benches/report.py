@@ -35,6 +35,7 @@ WORKSPACE = HERE.parent.parent
 READ_ORDER = [
     "atomicptr_floor",
     "liburcu_floor",
+    "atomicptr_floor_chunks_16",
     "qsbr_check_once_qs_every_1000",
     "qsbr_qs_every_1000",
     "liburcu_qsbr_qs_every_1000",
@@ -352,6 +353,10 @@ def targets(read1, instr, sync, call, mix):
                     extra += f"; min {best(rid) / best('atomicptr_floor'):.2f}x"
                 if instr.get(rid) and i_floor:
                     extra += f"; {instr[rid]:.2f} vs {i_floor:.2f} instructions"
+                chunked = med(f"atomicptr_floor_chunks_{n}")
+                if chunked:
+                    extra += (f"; the floor's load in the same chunked loop: "
+                              f"{chunked / floor:.2f}x, so {q / chunked:.2f}x that")
                 check(f"QSBR, quiescent_state every {n}, {what}: <= 1.1x the floor",
                       f"median {q / floor:.2f}x ({fmt_time(q)} vs {fmt_time(floor)}){extra}",
                       q / floor <= 1.1)
