@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, RamBlock, RamList};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use vmm::lookup::{AltTables, LookupDesign, LookupDevice};
+use vmm::bench::lookup::{AltTables, LookupDesign, LookupDevice};
 
 struct Env {
     rcu: &'static rcu::Rcu,

@@ -39,8 +39,8 @@ fn make_env() -> Env {
         log: None,
         log_limit: None,
         process_start: None,
-        // A lock-based design, so that RAM updates also go through AltTables::update.
-        ram_lookup: vmm::lookup::LookupDesign::RwLock,
+        // A lock-based design, so that RAM updates also run its listener's transaction.
+        ram_lookup: vmm::bench::lookup::LookupDesign::RwLock,
         fail_on: Vec::new(),
     };
     // As in the VMM: the VM's RCU callbacks run under the BQL that the requests hold.

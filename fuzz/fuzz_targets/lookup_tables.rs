@@ -1,8 +1,8 @@
-//! The lookup device's guest tables (`vmm::lookup`): the guest writes a descriptor and a table
+//! The lookup device's guest tables (`vmm::bench::lookup`): the guest writes a descriptor and a table
 //! of addresses anywhere in RAM and rings the doorbell. All four translation designs (rcu,
 //! mutex, rwlock, vm-memory) run the same descriptor over the same RAM and must agree on the
-//! sum and the failure count; RAM blocks are hot-plugged (through `AltTables::update`, as the
-//! control socket does) between rings. Nothing may panic or read outside RAM.
+//! sum and the failure count; RAM blocks are hot-plugged through the RAM list (whose listeners update
+//! every design's table, as for the control socket's `ram-add`) between rings. Nothing may panic or read outside RAM.
 #![no_main]
 
 #[path = "common/input.rs"]
@@ -13,7 +13,7 @@ use input::Input;
 use libfuzzer_sys::fuzz_target;
 use memory::{BlockFlags, BlockId, RamBlock, RamList};
 use std::sync::{Arc, OnceLock};
-use vmm::lookup::{AltTables, LookupDesign, LookupDevice};
+use vmm::bench::lookup::{AltTables, LookupDesign, LookupDevice};
 
 const PAGE: u64 = 4096;
 const DESIGNS: [LookupDesign; 4] = [
@@ -135,9 +135,8 @@ fuzz_target!(|data: &[u8]| {
                     let gpa = input.gpa() & !(PAGE - 1);
                     let size = (u64::from(input.u8() % 16) + 1) * PAGE;
                     if let Ok(b) = RamBlock::new("plug", gpa, size, BlockFlags::empty()) {
-                        // Straight through the list, not `AltTables::update`: that defers the
-                        // publication of every table on this thread to its own design's, and
-                        // here four designs share one list (the VMM has one).
+                        // Through the list: its listeners (one per design here; the VMM has
+                        // one) update every table in one transaction.
                         if let Ok(id) = env.ram.add(b) {
                             plugged.push(id);
                         }

@@ -312,9 +312,21 @@ fn vmmctl_sends_commands_and_churns_ram_under_a_running_guest() {
     let (st, out, _) = vmmctl(&[&sock, "send", "query-status"]);
     assert_eq!(st, 0, "{out}");
     assert!(out.contains(r#""status":"running""#), "{out}");
-    let (st, out, _) = vmmctl(&[&sock, "send", "no-such-command"]);
+    // vmmctl checks a command with the VMM's own parser (the shared `Command` enum) before
+    // sending it: a typo or missing argument is a usage error.
+    let (st, _, err) = vmmctl(&[&sock, "send", "no-such-command"]);
+    assert_eq!(st, 2, "an unknown command is bad usage: {err}");
+    assert!(
+        err.contains("has not been found") && err.contains("query-status"),
+        "{err}"
+    );
+    let (st, _, err) = vmmctl(&[&sock, "send", "ram-add", r#"{"name": "r"}"#]);
+    assert_eq!(st, 2, "{err}");
+    assert!(err.contains("gpa"), "{err}");
+    // An error reply from the VMM exits 1.
+    let (st, out, _) = vmmctl(&[&sock, "send", "ram-remove", r#"{"name": "nothing"}"#]);
     assert_eq!(st, 1, "an error reply exits 1: {out}");
-    assert!(out.contains("CommandNotFound"), "{out}");
+    assert!(out.contains("DeviceNotFound"), "{out}");
     for bad in ["[1, 2]", "{oops", "7"] {
         let (st, _, err) = vmmctl(&[&sock, "send", "ram-add", bad]);
         assert_eq!(st, 2, "{bad}: bad usage");

@@ -10,17 +10,19 @@
 //!   to stdout and the log files, stdin to the UART) and the terminal;
 //! - [`images`]: the built-in test guest (built from `guest/` by `build.rs`) and the Linux
 //!   guest's initramfs;
+//! - [`bench`]: benchmark instruments — the lookup device and its `--ram-lookup` designs,
+//!   and the hot-plug timing;
 //!
-//! and, at the top, the run's outcome and report, the errors, seccomp, memory statistics and
-//! the lookup benchmark's device. The command-line binary is `src/main.rs`.
+//! and, at the top, the run's outcome and report, the errors, seccomp and memory
+//! statistics. The command-line binary is `src/main.rs`.
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod error;
 pub mod frontend;
 pub mod images;
 pub mod kvm;
-pub mod lookup;
 pub mod memstat;
 pub mod outcome;
 pub mod report;

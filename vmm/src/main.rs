@@ -112,7 +112,7 @@ struct Cli {
     /// How the lookup device (the memory-lookup benchmark) translates guest addresses:
     /// rcu, mutex, rwlock or vm-memory.
     #[arg(long, default_value = "rcu")]
-    ram_lookup: vmm::lookup::LookupDesign,
+    ram_lookup: vmm::bench::lookup::LookupDesign,
     /// Serve the JSON control socket (QMP-like: query-status, pause, ram-add, ...) at PATH.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -256,81 +256,14 @@ fn main() {
 }
 
 fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
-    let kernel = match &cli.kernel {
-        Some(p) => KernelSource::File(p.clone()),
-        None => KernelSource::Builtin,
-    };
-    let cmdline = cli.cmdline.clone().unwrap_or_else(|| match kernel {
-        KernelSource::Builtin => "workload=smoke".to_string(),
-        KernelSource::File(_) => LINUX_CMDLINE.to_string(),
-    });
-    let cmdline = match cli.append.as_deref().map(str::trim) {
-        Some(extra) if !extra.is_empty() => format!("{cmdline} {extra}"),
-        _ => cmdline,
-    };
-    let external = vmm::kvm::vm::is_external(&kernel);
     let json_to_stdout = cli.result_json.as_deref() == Some(std::path::Path::new("-"));
-    let cfg = VmConfig {
-        boot: BootConfig {
-            kernel,
-            initrd: cli.initrd.clone(),
-            cmdline,
-            mem: cli.mem,
-            cpus: cli.cpus.min(u8::MAX as u64) as u8,
-            hugepages: cli.hugepages == Toggle::On,
-        },
-        serial: if json_to_stdout {
-            SerialMode::None
-        } else {
-            cli.serial.clone()
-        },
-        timeout: cli.timeout,
-        expect: cli.expect.clone(),
-        log: cli.log.clone(),
-        log_limit: cli.log_limit.0,
-        process_start: Some(process_start),
-        ram_lookup: cli.ram_lookup,
-        fail_on: fail_patterns(&cli),
-    };
-    let max_memory = cli
-        .max_memory
-        .unwrap_or(cli.mem.saturating_add(DEFAULT_HOTPLUG_MEMORY));
-    if max_memory < cli.mem {
-        anyhow::bail!(vmm::Error::MaxMemory {
-            max_mib: max_memory >> 20,
-            mem_mib: cli.mem >> 20,
-        });
-    }
-    if cli.cpus > u8::MAX as u64 {
-        anyhow::bail!(vmm::Error::Cpus {
-            asked: cli.cpus,
-            why: format!(
-                "this VMM supports at most {} vCPUs (and this host's KVM may allow fewer)",
-                u8::MAX - 1
-            )
-        });
-    }
-    let cfg_summary = vmm::report::ConfigSummary {
-        vcpus: cfg.boot.cpus,
-        mem_mib: cfg.boot.mem >> 20,
-        kernel: match &cfg.boot.kernel {
-            KernelSource::Builtin => "builtin".into(),
-            KernelSource::File(p) => p.display().to_string(),
-        },
-        expect: cfg.expect.clone(),
-        fail_on: cfg.fail_on.clone(),
-    };
+    let cfg = vm_config(&cli, process_start, json_to_stdout);
+    let max_memory = check_limits(&cli)?;
+    let cfg_summary = config_summary(&cfg);
+    let external = vmm::kvm::vm::is_external(&cfg.boot.kernel);
+    let filters = seccomp_filters(&cli)?;
     // SIGINT/SIGTERM are blocked in every thread (the vCPU threads inherit the mask) and
     // arrive through a signalfd on the main loop.
-    let filters = if cli.no_seccomp {
-        eprintln!(
-            "vmm: warning: --no-seccomp: system-call filtering is OFF. Use it only to debug: \
-             a VMM thread that a guest took over could make any system call"
-        );
-        None
-    } else {
-        Some(Arc::new(seccomp::Filters::new()?))
-    };
     iohandler::block_termination_signals().context("blocking SIGINT/SIGTERM")?;
     let bql = iohandler::Bql::new();
     let rcu = match &filters {
@@ -368,31 +301,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     }
     let running = vm.start_confined(filters.clone());
     let shared = running.shared().clone();
-    {
-        let h = h.clone();
-        shared.on_finish(move || h.quit());
-    }
-    {
-        let shared = shared.clone();
-        h.on_signals(&[libc::SIGINT, libc::SIGTERM], move |sig| {
-            log::info!("signal {sig}: stopping the VM");
-            shared.finish(vmm::outcome::Outcome::Stopped, None);
-        })
-        .context("installing the signal handler")?;
-    }
-    let control = match &cli.control {
-        Some(path) => Some(
-            vmm::frontend::control::Control::start(path, &h, shared.clone(), max_memory)
-                .with_context(|| format!("opening the control socket {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let _timer = timeout.map(|t| {
-        let shared2 = shared.clone();
-        let timer = h.timer(move || shared2.finish(vmm::outcome::Outcome::Timeout, None));
-        timer.arm_at(shared.started() + t);
-        timer
-    });
+    let front = Frontends::attach(&cli, &h, &shared, max_memory, timeout)?;
     let _stdin = if serial_in {
         vmm::frontend::console::attach_stdin(&h, serial, shared.clone(), tty)
     } else {
@@ -406,7 +315,7 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     main_loop.run().context("running the main loop")?;
     // The run's end event goes out from here, not from the vCPU thread that ended the run
     // (its filter has no sendto).
-    if let Some(c) = &control {
+    if let Some(c) = &front.control {
         c.send_end_event();
     }
     let report = running.wait();
@@ -419,25 +328,161 @@ fn run(cli: Cli, process_start: std::time::Instant) -> anyhow::Result<i32> {
     let status = report.outcome.exit_status(cli.expect.is_some());
     if let Some(path) = &cli.result_json {
         let json = vmm::report::to_json(&report, status, &cfg_summary, cli.log.as_deref());
-        if json_to_stdout {
-            // Within a bound: a full pipe that nobody reads does not hold the VMM.
-            let line = format!("{json}\n");
-            let n = vmm::frontend::console_out::write_stdout_bounded(
-                line.as_bytes(),
-                vmm::frontend::console_out::FINAL_FLUSH,
-            );
-            if n < line.len() {
-                eprintln!(
-                    "vmm: --result-json -: standard output took {n} of {} bytes",
-                    line.len()
-                );
-            }
-        } else {
-            std::fs::write(path, format!("{json}\n"))
-                .with_context(|| format!("writing --result-json {}", path.display()))?;
-        }
+        write_result_json(path, &json, json_to_stdout)?;
     }
     Ok(status)
+}
+
+/// The VM's configuration from the command line.
+fn vm_config(cli: &Cli, process_start: std::time::Instant, json_to_stdout: bool) -> VmConfig {
+    let kernel = match &cli.kernel {
+        Some(p) => KernelSource::File(p.clone()),
+        None => KernelSource::Builtin,
+    };
+    let cmdline = cli.cmdline.clone().unwrap_or_else(|| match kernel {
+        KernelSource::Builtin => "workload=smoke".to_string(),
+        KernelSource::File(_) => LINUX_CMDLINE.to_string(),
+    });
+    let cmdline = match cli.append.as_deref().map(str::trim) {
+        Some(extra) if !extra.is_empty() => format!("{cmdline} {extra}"),
+        _ => cmdline,
+    };
+    VmConfig {
+        boot: BootConfig {
+            kernel,
+            initrd: cli.initrd.clone(),
+            cmdline,
+            mem: cli.mem,
+            cpus: cli.cpus.min(u8::MAX as u64) as u8,
+            hugepages: cli.hugepages == Toggle::On,
+        },
+        serial: if json_to_stdout {
+            SerialMode::None
+        } else {
+            cli.serial.clone()
+        },
+        timeout: cli.timeout,
+        expect: cli.expect.clone(),
+        log: cli.log.clone(),
+        log_limit: cli.log_limit.0,
+        process_start: Some(process_start),
+        ram_lookup: cli.ram_lookup,
+        fail_on: fail_patterns(cli),
+    }
+}
+
+/// Checks the limits that need no KVM; returns `--max-memory` (default: `--mem` plus the
+/// default hot-plug allowance).
+fn check_limits(cli: &Cli) -> anyhow::Result<u64> {
+    let max_memory = cli
+        .max_memory
+        .unwrap_or(cli.mem.saturating_add(DEFAULT_HOTPLUG_MEMORY));
+    if max_memory < cli.mem {
+        anyhow::bail!(vmm::Error::MaxMemory {
+            max_mib: max_memory >> 20,
+            mem_mib: cli.mem >> 20,
+        });
+    }
+    if cli.cpus > u8::MAX as u64 {
+        anyhow::bail!(vmm::Error::Cpus {
+            asked: cli.cpus,
+            why: format!(
+                "this VMM supports at most {} vCPUs (and this host's KVM may allow fewer)",
+                u8::MAX - 1
+            )
+        });
+    }
+    Ok(max_memory)
+}
+
+/// What `--result-json` says about the configuration.
+fn config_summary(cfg: &VmConfig) -> vmm::report::ConfigSummary {
+    vmm::report::ConfigSummary {
+        vcpus: cfg.boot.cpus,
+        mem_mib: cfg.boot.mem >> 20,
+        kernel: match &cfg.boot.kernel {
+            KernelSource::Builtin => "builtin".into(),
+            KernelSource::File(p) => p.display().to_string(),
+        },
+        expect: cfg.expect.clone(),
+        fail_on: cfg.fail_on.clone(),
+    }
+}
+
+/// The seccomp filters, compiled now; `None` with `--no-seccomp` (which warns).
+fn seccomp_filters(cli: &Cli) -> anyhow::Result<Option<Arc<seccomp::Filters>>> {
+    if cli.no_seccomp {
+        eprintln!(
+            "vmm: warning: --no-seccomp: system-call filtering is OFF. Use it only to debug: \
+             a VMM thread that a guest took over could make any system call"
+        );
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(seccomp::Filters::new()?)))
+}
+
+/// What the main loop serves besides the console: the end of the loop when the run ends,
+/// SIGINT/SIGTERM, the control socket and the `--timeout` timer.
+struct Frontends {
+    control: Option<Arc<vmm::frontend::control::Control>>,
+    _timer: Option<iohandler::Timer>,
+}
+
+impl Frontends {
+    fn attach(
+        cli: &Cli,
+        h: &iohandler::LoopHandle,
+        shared: &Arc<vmm::kvm::vm::VmShared>,
+        max_memory: u64,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Frontends> {
+        {
+            let h = h.clone();
+            shared.on_finish(move || h.quit());
+        }
+        {
+            let shared = shared.clone();
+            h.on_signals(&[libc::SIGINT, libc::SIGTERM], move |sig| {
+                log::info!("signal {sig}: stopping the VM");
+                shared.finish(vmm::outcome::Outcome::Stopped, None);
+            })
+            .context("installing the signal handler")?;
+        }
+        let control = match &cli.control {
+            Some(path) => Some(
+                vmm::frontend::control::Control::start(path, h, shared.clone(), max_memory)
+                    .with_context(|| format!("opening the control socket {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let _timer = timeout.map(|t| {
+            let shared2 = shared.clone();
+            let timer = h.timer(move || shared2.finish(vmm::outcome::Outcome::Timeout, None));
+            timer.arm_at(shared.started() + t);
+            timer
+        });
+        Ok(Frontends { control, _timer })
+    }
+}
+
+/// Writes the `--result-json` line to its file, or to stdout within a bound (a full pipe
+/// that nobody reads does not hold the VMM).
+fn write_result_json(path: &std::path::Path, json: &str, to_stdout: bool) -> anyhow::Result<()> {
+    let line = format!("{json}\n");
+    if to_stdout {
+        let n = vmm::frontend::console_out::write_stdout_bounded(
+            line.as_bytes(),
+            vmm::frontend::console_out::FINAL_FLUSH,
+        );
+        if n < line.len() {
+            eprintln!(
+                "vmm: --result-json -: standard output took {n} of {} bytes",
+                line.len()
+            );
+        }
+        return Ok(());
+    }
+    std::fs::write(path, line).with_context(|| format!("writing --result-json {}", path.display()))
 }
 
 /// The VMM's RCU domain, whose reclamation thread installs its seccomp filter first thing;

@@ -35,7 +35,6 @@ use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
     SeccompFilter, SeccompRule, TargetArch,
 };
-use std::cell::Cell;
 use std::collections::BTreeMap;
 
 /// The kinds of VMM thread, each with its own filter.
@@ -524,7 +523,7 @@ impl Filters {
                 .map(|(_, p)| p)
                 .expect("every other kind is compiled by Filters::new"),
         };
-        KIND.with(|k| k.set(kind.index()));
+        installed::remember(kind);
         seccompiler::apply_filter(prog).map_err(|e| Error::Seccomp {
             what: "installing a thread's filter",
             detail: e.to_string(),
@@ -612,10 +611,85 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
     sock_filter { code, jt, jf, k }
 }
 
-thread_local! {
-    /// The filter this thread installed ([`ThreadKind::index`]; 0: none of its own, so
-    /// inherited from the thread that started it). Read by the SIGSYS handler.
-    static KIND: Cell<u8> = const { Cell::new(0) };
+/// Which filter each thread installed, by thread id, for the SIGSYS handler's message (it
+/// may not allocate or lock). A static table rather than a thread-local: it needs no
+/// per-thread set-up and is safe to read in a signal handler.
+mod installed {
+    use super::ThreadKind;
+    use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+
+    /// One thread's entry: its id (0: free) and [`ThreadKind::index`].
+    struct Entry {
+        tid: AtomicI32,
+        kind: AtomicU8,
+    }
+
+    /// Room for the most vCPUs a VM has (254), the main thread, the reclamation thread and
+    /// a few more. When it is full, a thread's filter is reported as unknown.
+    const ENTRIES: usize = 264;
+
+    static TABLE: [Entry; ENTRIES] = [const {
+        Entry {
+            tid: AtomicI32::new(0),
+            kind: AtomicU8::new(0),
+        }
+    }; ENTRIES];
+
+    fn gettid() -> i32 {
+        // SAFETY: gettid(2) takes no arguments and cannot fail; every filter allows it.
+        unsafe { libc::gettid() }
+    }
+
+    /// Records that the calling thread installs `kind`'s filter. A thread that ends leaves
+    /// its entry: a later thread given the same id by the kernel that installs a filter
+    /// takes it over; one that inherits its filter would be reported with the old entry's
+    /// (only the message's name of the filter can be wrong, never the filtering).
+    pub(super) fn remember(kind: ThreadKind) {
+        let tid = gettid();
+        let slot = TABLE
+            .iter()
+            .find(|e| e.tid.load(Ordering::Acquire) == tid)
+            .or_else(|| {
+                TABLE.iter().find(|e| {
+                    e.tid
+                        .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                })
+            });
+        if let Some(e) = slot {
+            e.kind.store(kind.index(), Ordering::Release);
+        }
+    }
+
+    /// The filter the calling thread installed, if it recorded one.
+    pub(super) fn of_this_thread() -> Option<ThreadKind> {
+        let tid = gettid();
+        TABLE
+            .iter()
+            .find(|e| e.tid.load(Ordering::Acquire) == tid)
+            .and_then(|e| ThreadKind::from_index(e.kind.load(Ordering::Acquire)))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn each_thread_sees_the_filter_it_recorded_and_others_see_none() {
+            std::thread::spawn(|| {
+                assert_eq!(of_this_thread(), None);
+                remember(ThreadKind::Vcpu);
+                assert_eq!(of_this_thread(), Some(ThreadKind::Vcpu));
+                remember(ThreadKind::MainLoop);
+                assert_eq!(of_this_thread(), Some(ThreadKind::MainLoop));
+                std::thread::spawn(|| assert_eq!(of_this_thread(), None))
+                    .join()
+                    .unwrap();
+            })
+            .join()
+            .unwrap();
+        }
+    }
 }
 
 /// The `_sigsys` member of the kernel's `siginfo_t` (the libc crate does not name it).
@@ -660,7 +734,8 @@ impl Msg {
 }
 
 /// The SIGSYS handler: one line to stderr, then the process ends with status 1. Only
-/// async-signal-safe work: a thread-local read, `prctl(PR_GET_NAME)`, `write`, `_exit`
+/// async-signal-safe work: atomic loads of the static table `installed`, `gettid`,
+/// `prctl(PR_GET_NAME)`, `write`, `_exit`
 /// (all allowed by every filter).
 extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo; for SIGSYS from seccomp its union holds
@@ -673,10 +748,7 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into a 17-byte buffer.
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
     let name_len = name.iter().position(|&b| b == 0).unwrap_or(16);
-    let kind = KIND
-        .try_with(|k| k.get())
-        .ok()
-        .and_then(ThreadKind::from_index);
+    let kind = installed::of_this_thread();
     let mut m = Msg {
         buf: [0; 512],
         len: 0,

@@ -16,6 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use vmm::frontend::qmp::Command;
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -145,7 +146,7 @@ impl Conn {
             );
         }
         let reply = c
-            .call(&request("qmp_capabilities", json!({})))?
+            .call(&request(&Command::QmpCapabilities { enable: vec![] }))?
             .context("the VMM closed the socket during the capabilities negotiation")?;
         if reply.get("return").is_none() {
             bail!("the VMM refused the capabilities negotiation: {reply}");
@@ -193,8 +194,8 @@ fn is_gone(e: &anyhow::Error) -> bool {
     })
 }
 
-fn request(cmd: &str, args: Value) -> Vec<u8> {
-    vmm::frontend::qmp::request_line(cmd, args, None)
+fn request(cmd: &Command) -> Vec<u8> {
+    cmd.request_line(None)
 }
 
 fn main() -> ExitCode {
@@ -209,29 +210,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut c = Conn::open(&cli.socket, cli.wait)?;
     match cli.what {
         What::Send { command, arguments } => {
-            let args: Value = match arguments {
-                None => Value::Object(Map::new()),
-                Some(a) => match serde_json::from_str(&a) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => {
-                        eprintln!(
-                            "vmmctl: the arguments {a:?} are not a JSON object; write them like \
-                             '{{\"name\": \"r1\"}}'"
-                        );
-                        return Ok(ExitCode::from(2));
-                    }
-                },
+            // Checked here, as the VMM would check it: a typo is a usage error (status 2)
+            // without a round trip.
+            let command = match parse_command(&command, arguments.as_deref()) {
+                Ok(c) => c,
+                Err(msg) => {
+                    eprintln!("vmmctl: {msg}");
+                    return Ok(ExitCode::from(2));
+                }
             };
-            let reply = c
-                .call(&request(&command, args))?
-                .context("the VMM closed the socket without replying")?;
-            println!("{reply}");
-            if reply.get("error").is_some() {
-                return Ok(ExitCode::from(1));
-            }
+            let mut c = Conn::open(&cli.socket, cli.wait)?;
+            send(&mut c, &command)
         }
         What::Churn {
             name,
@@ -241,83 +232,162 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
             duration,
         } => {
-            // The remove goes out with the add, whatever the add's fate: a block of this name
-            // that is not ours would be removed. Refuse to start if one exists.
-            let mem = c
-                .call(&request("query-memory", json!({})))?
-                .context("the VMM closed the socket")?;
-            let taken = mem["return"]["blocks"]
-                .as_array()
-                .is_some_and(|b| b.iter().any(|b| b["name"] == name.as_str()));
-            if taken {
-                eprintln!("vmmctl: a RAM block named '{name}' exists; churn another (--name)");
-                return Ok(ExitCode::from(1));
-            }
-            let mut add = json!({"name": name, "gpa": gpa, "size": size});
-            if let Some(p) = pattern {
-                add["pattern"] = json!(p);
-            }
-            // Each add goes out together with its remove, in one write, and both replies
-            // are read after: the VMM handles the two one after the other as always, but
-            // the pair costs each side one wake-up instead of two (on a host where the
-            // vCPUs use every core, each wake-up preempts a vCPU).
-            let mut pair = request("ram-add", add);
-            pair.extend(request("ram-remove", json!({"name": name})));
-            let start = Instant::now();
-            let end = duration.and_then(|d| start.checked_add(d));
-            let mut rtts: Vec<u64> = Vec::new();
-            let mut failed = 0u64;
-            let mut errors: Vec<String> = Vec::new();
-            'run: loop {
-                if rate > 0.0 {
-                    let done = (rtts.len() as u64 + failed) as f64;
-                    let due = Duration::try_from_secs_f64(done / rate)
-                        .ok()
-                        .and_then(|d| start.checked_add(d));
-                    if let Some(wait) = due.and_then(|d| d.checked_duration_since(Instant::now())) {
-                        std::thread::sleep(wait);
-                    }
-                }
-                if end.is_some_and(|e| Instant::now() >= e) {
-                    break;
-                }
-                let t = Instant::now();
-                if c.out.write_all(&pair).is_err() {
-                    break; // the VMM ended
-                }
-                let mut ok = true;
-                for _ in 0..2 {
-                    let Some(reply) = c.reply()? else {
-                        break 'run; // the VMM ended
-                    };
-                    if let Some(e) = reply.get("error") {
-                        ok = false;
-                        if errors.len() < 5 {
-                            errors.push(e.to_string());
-                        }
-                    }
-                }
-                if ok {
-                    rtts.push(t.elapsed().as_nanos() as u64);
-                } else {
-                    failed += 1;
-                }
-            }
-            let secs = start.elapsed().as_secs_f64();
-            let n = rtts.len();
-            rtts.sort_unstable();
-            let pct = |p| vmm::frontend::control::percentile(&rtts, p);
-            let us = |x: Option<u64>| x.map(|n| n as f64 / 1e3);
-            println!(
-                "{}",
-                json!({"pairs": n, "failed": failed, "seconds": secs,
-                       "rate": n as f64 / secs, "rtt-p50-us": us(pct(50)),
-                       "rtt-p99-us": us(pct(99)), "errors": errors})
-            );
-            if failed > 0 {
-                return Ok(ExitCode::from(1));
-            }
+            let add = Command::RamAdd {
+                name,
+                gpa,
+                size,
+                pattern,
+            };
+            let mut c = Conn::open(&cli.socket, cli.wait)?;
+            churn(&mut c, add, rate, duration)
         }
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// The command `name` with the JSON-object `arguments`, checked by the VMM's own parser.
+fn parse_command(name: &str, arguments: Option<&str>) -> Result<Command, String> {
+    let args: Value = match arguments {
+        None => Value::Object(Map::new()),
+        Some(a) => match serde_json::from_str(a) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return Err(format!(
+                    "the arguments {a:?} are not a JSON object; write them like \
+                     '{{\"name\": \"r1\"}}'"
+                ))
+            }
+        },
+    };
+    Command::from_parts(name, args).map_err(|e| {
+        let names = vmm::frontend::qmp::COMMAND_NAMES.join(", ");
+        format!("{}; the commands are: {names}", e.desc)
+    })
+}
+
+/// `send`: one request, its reply printed; status 1 if the reply is an error.
+fn send(c: &mut Conn, command: &Command) -> anyhow::Result<ExitCode> {
+    let reply = c
+        .call(&request(command))?
+        .context("the VMM closed the socket without replying")?;
+    println!("{reply}");
+    Ok(if reply.get("error").is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `churn`: hot-adds (`add`, a `ram-add`) and removes one block, `rate` pairs a second,
+/// until the VMM ends or `duration` passes; prints one JSON line of statistics.
+fn churn(
+    c: &mut Conn,
+    add: Command,
+    rate: f64,
+    duration: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let Command::RamAdd { name, .. } = &add else {
+        bail!("internal error: churn needs a ram-add");
+    };
+    let name = name.clone();
+    // The remove goes out with the add, whatever the add's fate: a block of this name that
+    // is not ours would be removed. Refuse to start if one exists.
+    let mem = c
+        .call(&request(&Command::QueryMemory {}))?
+        .context("the VMM closed the socket")?;
+    let taken = mem["return"]["blocks"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(|b| b["name"] == name.as_str()));
+    if taken {
+        eprintln!("vmmctl: a RAM block named '{name}' exists; churn another (--name)");
+        return Ok(ExitCode::from(1));
+    }
+    // Each add goes out together with its remove, in one write, and both replies are read
+    // after: the VMM handles the two one after the other as always, but the pair costs each
+    // side one wake-up instead of two (on a host where the vCPUs use every core, each
+    // wake-up preempts a vCPU).
+    let mut pair = request(&add);
+    pair.extend(request(&Command::RamRemove { name }));
+    let stats = churn_pairs(c, &pair, rate, duration)?;
+    println!("{}", stats.to_json());
+    Ok(if stats.failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What a churn did.
+struct ChurnStats {
+    /// Round-trip times of the pairs that succeeded, in ns.
+    rtts: Vec<u64>,
+    failed: u64,
+    errors: Vec<String>,
+    seconds: f64,
+}
+
+impl ChurnStats {
+    fn to_json(&self) -> Value {
+        let n = self.rtts.len();
+        let mut rtts = self.rtts.clone();
+        rtts.sort_unstable();
+        let pct = |p| vmm::bench::percentile(&rtts, p).map(|n| n as f64 / 1e3);
+        json!({"pairs": n, "failed": self.failed, "seconds": self.seconds,
+               "rate": n as f64 / self.seconds, "rtt-p50-us": pct(50),
+               "rtt-p99-us": pct(99), "errors": self.errors})
+    }
+}
+
+/// Sends `pair` (an add and a remove) at `rate` pairs a second until the VMM ends or
+/// `duration` passes.
+fn churn_pairs(
+    c: &mut Conn,
+    pair: &[u8],
+    rate: f64,
+    duration: Option<Duration>,
+) -> anyhow::Result<ChurnStats> {
+    let start = Instant::now();
+    let end = duration.and_then(|d| start.checked_add(d));
+    let mut stats = ChurnStats {
+        rtts: Vec::new(),
+        failed: 0,
+        errors: Vec::new(),
+        seconds: 0.0,
+    };
+    'run: loop {
+        if rate > 0.0 {
+            let done = (stats.rtts.len() as u64 + stats.failed) as f64;
+            let due = Duration::try_from_secs_f64(done / rate)
+                .ok()
+                .and_then(|d| start.checked_add(d));
+            if let Some(wait) = due.and_then(|d| d.checked_duration_since(Instant::now())) {
+                std::thread::sleep(wait);
+            }
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            break;
+        }
+        let t = Instant::now();
+        if c.out.write_all(pair).is_err() {
+            break; // the VMM ended
+        }
+        let mut ok = true;
+        for _ in 0..2 {
+            let Some(reply) = c.reply()? else {
+                break 'run; // the VMM ended
+            };
+            if let Some(e) = reply.get("error") {
+                ok = false;
+                if stats.errors.len() < 5 {
+                    stats.errors.push(e.to_string());
+                }
+            }
+        }
+        if ok {
+            stats.rtts.push(t.elapsed().as_nanos() as u64);
+        } else {
+            stats.failed += 1;
+        }
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    Ok(stats)
 }

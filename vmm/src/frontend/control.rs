@@ -35,6 +35,7 @@
 //! served meanwhile; the block is published when the fill is done.
 
 use crate::frontend::qmp::{self, Command, ErrorClass, QmpError, Session, Step};
+use crate::kvm::state::StateKind;
 use crate::kvm::vm::VmShared;
 use crate::outcome::Outcome;
 use crate::x86_64::layout;
@@ -114,6 +115,20 @@ impl Client {
         }
     }
 
+    /// What is buffered is the start of a request longer than [`MAX_LINE`]: says so, closes
+    /// the client's direction and discards what it still sends.
+    fn refuse_long_line(&mut self) {
+        self.send(&qmp::reply(
+            Err(bad(format!(
+                "request longer than {MAX_LINE} bytes; closing"
+            ))),
+            None,
+        ));
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.inbuf = Vec::new();
+        self.draining = true;
+    }
+
     fn flush(&mut self) {
         while !self.outbuf.is_empty() {
             match self.stream.write(&self.outbuf) {
@@ -137,9 +152,6 @@ impl Client {
 
 /// The control server.
 pub struct Control {
-    /// The VMM's own share (everything but the KVM slot ioctls) of each ram-add and
-    /// ram-remove, in ns: the most recent 4096.
-    hotplug_ns: Mutex<std::collections::VecDeque<u64>>,
     shared: Arc<VmShared>,
     h: LoopHandle,
     path: PathBuf,
@@ -320,13 +332,6 @@ mod sys {
     }
 }
 
-/// The `p`th percentile (0-100) of `sorted` (ascending): the element at `len * p / 100`,
-/// clamped to the last; `None` when empty. Shared with `vmmctl`'s statistics.
-pub fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
-    let i = (sorted.len() * p / 100).min(sorted.len().checked_sub(1)?);
-    sorted.get(i).copied()
-}
-
 /// A command's failure: QMP's error class and a description.
 type CmdError = QmpError;
 
@@ -389,7 +394,6 @@ impl Control {
             filling: AtomicU64::new(0),
             fill_tx: Mutex::new(None),
             me: me.clone(),
-            hotplug_ns: Mutex::new(std::collections::VecDeque::new()),
             shared: shared.clone(),
             h: h.clone(),
             path: path.to_path_buf(),
@@ -576,32 +580,7 @@ impl Control {
                 self.drop_client(fd);
                 return;
             }
-            // The complete lines already here, up to the budget.
-            let mut start = 0;
-            while !c.waiting && requests < REQUESTS_PER_TURN {
-                let Some(len) = qmp::next_request(&c.inbuf[start..]) else {
-                    break;
-                };
-                let line = c.inbuf[start..start + len].to_vec();
-                start += len;
-                requests += 1;
-                // Only this (loop) thread serves the client and changes its session; the
-                // copy left there tells events (sent during the request) where it stands.
-                let mut session = c.session.clone();
-                drop(c);
-                let answer = self.request(&line, &mut session);
-                c = client.lock();
-                c.session = session;
-                match answer {
-                    None => {}
-                    Some(Answer::Now(r)) => c.queue(&r),
-                    Some(Answer::Fill(job)) => {
-                        c.waiting = true;
-                        self.start_fill(fd, client, job);
-                    }
-                }
-            }
-            c.inbuf.drain(..start);
+            c = self.serve_buffered(fd, client, c, &mut requests);
             c.flush();
             if c.waiting {
                 drop(c);
@@ -609,30 +588,13 @@ impl Control {
                 return;
             }
             if requests >= REQUESTS_PER_TURN || read >= READ_PER_TURN {
-                // The others' turn; the rest (buffered or still in the socket, whose edge
-                // has been consumed) is served by a bottom half in a later round.
-                c.resume_scheduled = true;
                 drop(c);
-                let (me, cl) = (self.me.clone(), client.clone());
-                self.h.call_soon(move || {
-                    if let Some(ctl) = me.upgrade() {
-                        ctl.serve(fd, &cl, Wake::Resume);
-                    }
-                });
-                self.settle(fd, client);
+                self.continue_later(fd, client);
                 return;
             }
             // Every complete line is served: what is left is the start of one.
             if c.inbuf.len() > MAX_LINE {
-                c.send(&qmp::reply(
-                    Err(bad(format!(
-                        "request longer than {MAX_LINE} bytes; closing"
-                    ))),
-                    None,
-                ));
-                let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                c.inbuf = Vec::new();
-                c.draining = true;
+                c.refuse_long_line();
             }
             let n = match c.stream.read(&mut buf) {
                 Ok(0) => {
@@ -660,6 +622,56 @@ impl Control {
                 c.inbuf.extend_from_slice(&buf[..n]);
             }
         }
+    }
+
+    /// Serves the complete request lines already buffered, up to the turn's budget (counted
+    /// in `requests`) or until one must wait for its answer; returns the client locked again.
+    fn serve_buffered<'c>(
+        &self,
+        fd: RawFd,
+        client: &'c Arc<Mutex<Client>>,
+        mut c: parking_lot::MutexGuard<'c, Client>,
+        requests: &mut usize,
+    ) -> parking_lot::MutexGuard<'c, Client> {
+        let mut start = 0;
+        while !c.waiting && *requests < REQUESTS_PER_TURN {
+            let Some(len) = qmp::next_request(&c.inbuf[start..]) else {
+                break;
+            };
+            let line = c.inbuf[start..start + len].to_vec();
+            start += len;
+            *requests += 1;
+            // Only this (loop) thread serves the client and changes its session; the copy
+            // left there tells events (sent during the request) where it stands.
+            let mut session = c.session.clone();
+            drop(c);
+            let answer = self.request(&line, &mut session);
+            c = client.lock();
+            c.session = session;
+            match answer {
+                None => {}
+                Some(Answer::Now(r)) => c.queue(&r),
+                Some(Answer::Fill(job)) => {
+                    c.waiting = true;
+                    self.start_fill(fd, client, job);
+                }
+            }
+        }
+        c.inbuf.drain(..start);
+        c
+    }
+
+    /// Ends the client's turn with work left: the rest (buffered or still in the socket,
+    /// whose edge has been consumed) is served by a bottom half in a later round.
+    fn continue_later(&self, fd: RawFd, client: &Arc<Mutex<Client>>) {
+        client.lock().resume_scheduled = true;
+        let (me, cl) = (self.me.clone(), client.clone());
+        self.h.call_soon(move || {
+            if let Some(ctl) = me.upgrade() {
+                ctl.serve(fd, &cl, Wake::Resume);
+            }
+        });
+        self.settle(fd, client);
     }
 
     /// Hands a block to the fill thread; when it is filled, the loop publishes it, answers
@@ -771,27 +783,14 @@ impl Control {
 
     fn execute(&self, cmd: Command) -> Result<Value, CmdError> {
         if matches!(cmd, Command::RamRemove { .. }) {
-            let kvm0 = self.shared.slot_ioctl_ns.load(Ordering::Relaxed);
-            let t = std::time::Instant::now();
+            let op = self.shared.hotplug.start();
             let r = self.execute_inner(cmd);
             if r.is_ok() {
-                self.record_hotplug(t, kvm0);
+                self.shared.hotplug.record(op);
             }
             return r;
         }
         self.execute_inner(cmd)
-    }
-
-    /// Records the VMM's share of a hot-plug operation that started at `t`, when the KVM
-    /// slot-ioctl total was `kvm0`.
-    fn record_hotplug(&self, t: std::time::Instant, kvm0: u64) {
-        let total = t.elapsed().as_nanos() as u64;
-        let kvm = self.shared.slot_ioctl_ns.load(Ordering::Relaxed) - kvm0;
-        let mut h = self.hotplug_ns.lock();
-        if h.len() == 4096 {
-            h.pop_front();
-        }
-        h.push_back(total.saturating_sub(kvm));
     }
 
     /// `ram-add`: checks the block against the hot-plug window and `--max-memory`, maps it,
@@ -851,151 +850,52 @@ impl Control {
     /// the work since `t`.
     fn publish(&self, block: RamBlock, t: std::time::Instant) -> Result<Value, CmdError> {
         let s = &self.shared;
-        let kvm0 = s.slot_ioctl_ns.load(Ordering::Relaxed);
+        let op = s.hotplug.start_at(t);
         s.ram.add(block).map_err(|e| bad(e.to_string()))?;
-        self.record_hotplug(t, kvm0);
+        s.hotplug.record(op);
         Ok(json!({}))
-    }
-
-    fn hotplug_stats(&self) -> Value {
-        let mut v: Vec<u64> = self.hotplug_ns.lock().iter().copied().collect();
-        v.sort_unstable();
-        let pct = |p| percentile(&v, p);
-        json!({"ops": v.len(), "vmm-share-p50-us": pct(50).map(|n| n as f64 / 1e3),
-               "vmm-share-p99-us": pct(99).map(|n| n as f64 / 1e3),
-               "kvm-slot-ioctl-total-ms": self.shared.slot_ioctl_ns.load(Ordering::Relaxed) as f64 / 1e6})
     }
 
     fn execute_inner(&self, cmd: Command) -> Result<Value, CmdError> {
         let s = &self.shared;
         match cmd {
-            Command::QueryStatus {} => Ok(json!({
-                "running": !s.stopping() && !s.is_paused(),
-                "status": if s.stopping() { "shutdown" } else if s.is_paused() { "paused" } else { "running" },
-            })),
+            Command::QueryStatus {} => {
+                let status = match s.state() {
+                    StateKind::Running => "running",
+                    StateKind::Paused => "paused",
+                    StateKind::Stopping => "shutdown",
+                };
+                Ok(json!({"running": status == "running", "status": status}))
+            }
             Command::QueryCpus {} => Ok(Value::Array(
-                s.exits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, _)| json!({"cpu": i, "apic-id": i}))
+                (0..s.exits.len())
+                    .map(|i| json!({"cpu": i, "apic-id": i}))
                     .collect(),
             )),
-            Command::QueryExits {} => Ok(Value::Array(
-                s.exits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        json!({"cpu": i,
-                        "pio": c.pio.load(Ordering::Relaxed),
-                        "mmio": c.mmio.load(Ordering::Relaxed),
-                        "interrupted": c.interrupted.load(Ordering::Relaxed),
-                        "other": c.other.load(Ordering::Relaxed)})
-                    })
-                    .collect(),
-            )),
-            Command::QueryMemory {} => {
-                let snap = s.ram.snapshot_owned();
-                let st = s.ram.stats();
-                let blocks: Vec<Value> = snap
-                    .blocks()
-                    .iter()
-                    .map(|b| {
-                        json!({"name": b.name(), "gpa": b.gpa(), "size": b.size(),
-                               "slot": b.slot(), "read-only": b.is_read_only()})
-                    })
-                    .collect();
-                let mru: Vec<Value> = s
-                    .exits
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        json!({"cpu": i, "hits": c.mru_hits.load(Ordering::Relaxed),
-                           "misses": c.mru_misses.load(Ordering::Relaxed)})
-                    })
-                    .collect();
-                Ok(
-                    json!({"version": st.version, "blocks": blocks, "added": st.added,
-                    "removed": st.removed, "unmapped": st.unmapped, "mru": mru,
-                    "hotplug": self.hotplug_stats()}),
-                )
-            }
+            Command::QueryExits {} => Ok(self.query_exits()),
+            Command::QueryMemory {} => Ok(self.query_memory()),
             Command::QueryConsole {} => Ok(s.console.stats().to_json('-')),
-            Command::QueryRcu {} => {
-                let r = s.rcu.stats();
-                Ok(json!({
-                    "grace-periods": r.grace_periods,
-                    "shared-grace-periods": r.shared_grace_periods,
-                    "longest-grace-period-us": r.longest_grace_period.as_micros() as u64,
-                    "stalls": r.stalls,
-                    "callbacks-queued": r.callbacks_queued,
-                    "callbacks-run": r.callbacks_run,
-                    "callbacks-pending": r.callbacks_pending,
-                    "batches": r.batches,
-                    "max-batch": r.max_batch,
-                    "mean-batch": r.mean_batch(),
-                    "max-pending": r.max_pending,
-                    "throttled": r.throttled,
-                }))
-            }
+            Command::QueryRcu {} => Ok(self.query_rcu()),
             Command::Pause {} => {
-                s.pause();
-                self.broadcast(&qmp::event("STOP", None));
+                // QMP's STOP event only when the VM did stop (not when already paused).
+                if s.pause() {
+                    self.broadcast(&qmp::event("STOP", None));
+                }
                 Ok(json!({}))
             }
             Command::Resume {} | Command::Cont {} => {
-                s.resume();
-                self.broadcast(&qmp::event("RESUME", None));
+                if s.resume() {
+                    self.broadcast(&qmp::event("RESUME", None));
+                }
                 Ok(json!({}))
             }
             Command::Quit {} => {
                 s.finish(Outcome::Stopped, None);
                 Ok(json!({}))
             }
-            Command::RamRemove { name } => {
-                if name == "ram-low" || name == "ram-high" {
-                    return Err(bad("boot RAM cannot be removed"));
-                }
-                let id = s.ram.find_by_name(&name).ok_or_else(|| {
-                    QmpError::new(
-                        ErrorClass::DeviceNotFound,
-                        format!("no RAM block named '{name}'"),
-                    )
-                })?;
-                s.ram.remove(id).map_err(|e| bad(e.to_string()))?;
-                Ok(json!({}))
-            }
-            Command::DeviceAdd { port, value } => {
-                if port > 0xffff || value > u32::MAX as u64 {
-                    return Err(bad("'port' must fit 16 bits and 'value' 32 bits"));
-                }
-                s.pio
-                    .insert(
-                        port,
-                        4,
-                        Arc::new(Constant::new(format!("test@{port:#x}"), value as u32)),
-                    )
-                    .map_err(|e| bad(e.to_string()))?;
-                Ok(json!({}))
-            }
-            Command::DeviceRemove { port } => {
-                let name = s
-                    .pio
-                    .devices()
-                    .into_iter()
-                    .find(|(b, _, _)| *b == port)
-                    .map(|(_, _, n)| n);
-                match name {
-                    Some(n) if n.starts_with("test@") => {
-                        s.pio.remove(port).map_err(|e| bad(e.to_string()))?;
-                        Ok(json!({}))
-                    }
-                    Some(n) => Err(bad(format!("'{n}' is not a hot-pluggable test device"))),
-                    None => Err(QmpError::new(
-                        ErrorClass::DeviceNotFound,
-                        format!("no device at port {port:#x}"),
-                    )),
-                }
-            }
+            Command::RamRemove { name } => self.ram_remove(&name),
+            Command::DeviceAdd { port, value } => self.device_add(port, value),
+            Command::DeviceRemove { port } => self.device_remove(port),
             // Answered by the protocol (`qmp::Session::step`) or above (`ram-add`).
             Command::QmpCapabilities { .. }
             | Command::QueryCommands {}
@@ -1003,25 +903,112 @@ impl Control {
             | Command::RamAdd { .. } => Err(bad("internal error: this command is not run here")),
         }
     }
+
+    fn query_exits(&self) -> Value {
+        let exits = self.shared.exits.iter().enumerate().map(|(i, c)| {
+            json!({"cpu": i,
+                "pio": c.pio.load(Ordering::Relaxed),
+                "mmio": c.mmio.load(Ordering::Relaxed),
+                "interrupted": c.interrupted.load(Ordering::Relaxed),
+                "other": c.other.load(Ordering::Relaxed)})
+        });
+        Value::Array(exits.collect())
+    }
+
+    fn query_memory(&self) -> Value {
+        let s = &self.shared;
+        let snap = s.ram.snapshot_owned();
+        let st = s.ram.stats();
+        let blocks: Vec<Value> = snap
+            .blocks()
+            .iter()
+            .map(|b| {
+                json!({"name": b.name(), "gpa": b.gpa(), "size": b.size(),
+                       "slot": b.slot(), "read-only": b.is_read_only()})
+            })
+            .collect();
+        let mru: Vec<Value> = s
+            .exits
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                json!({"cpu": i, "hits": c.mru_hits.load(Ordering::Relaxed),
+                       "misses": c.mru_misses.load(Ordering::Relaxed)})
+            })
+            .collect();
+        json!({"version": st.version, "blocks": blocks, "added": st.added,
+               "removed": st.removed, "unmapped": st.unmapped, "mru": mru,
+               "hotplug": s.hotplug.stats()})
+    }
+
+    fn query_rcu(&self) -> Value {
+        let r = self.shared.rcu.stats();
+        json!({
+            "grace-periods": r.grace_periods,
+            "shared-grace-periods": r.shared_grace_periods,
+            "longest-grace-period-us": r.longest_grace_period.as_micros() as u64,
+            "stalls": r.stalls,
+            "callbacks-queued": r.callbacks_queued,
+            "callbacks-run": r.callbacks_run,
+            "callbacks-pending": r.callbacks_pending,
+            "batches": r.batches,
+            "max-batch": r.max_batch,
+            "mean-batch": r.mean_batch(),
+            "max-pending": r.max_pending,
+            "throttled": r.throttled,
+        })
+    }
+
+    fn ram_remove(&self, name: &str) -> Result<Value, CmdError> {
+        let s = &self.shared;
+        if name == "ram-low" || name == "ram-high" {
+            return Err(bad("boot RAM cannot be removed"));
+        }
+        let id = s.ram.find_by_name(name).ok_or_else(|| {
+            QmpError::new(
+                ErrorClass::DeviceNotFound,
+                format!("no RAM block named '{name}'"),
+            )
+        })?;
+        s.ram.remove(id).map_err(|e| bad(e.to_string()))?;
+        Ok(json!({}))
+    }
+
+    fn device_add(&self, port: u64, value: u64) -> Result<Value, CmdError> {
+        if port > 0xffff || value > u32::MAX as u64 {
+            return Err(bad("'port' must fit 16 bits and 'value' 32 bits"));
+        }
+        let dev = Constant::new(format!("test@{port:#x}"), value as u32);
+        self.shared
+            .pio
+            .insert(port, 4, Arc::new(dev))
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(json!({}))
+    }
+
+    fn device_remove(&self, port: u64) -> Result<Value, CmdError> {
+        let pio = &self.shared.pio;
+        let name = pio
+            .devices()
+            .into_iter()
+            .find(|(b, _, _)| *b == port)
+            .map(|(_, _, n)| n);
+        match name {
+            Some(n) if n.starts_with("test@") => {
+                pio.remove(port).map_err(|e| bad(e.to_string()))?;
+                Ok(json!({}))
+            }
+            Some(n) => Err(bad(format!("'{n}' is not a hot-pluggable test device"))),
+            None => Err(QmpError::new(
+                ErrorClass::DeviceNotFound,
+                format!("no device at port {port:#x}"),
+            )),
+        }
+    }
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn percentile_picks_len_times_p_over_100_clamped() {
-        assert_eq!(percentile(&[], 50), None);
-        assert_eq!(percentile(&[7], 99), Some(7));
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50), Some(51));
-        assert_eq!(percentile(&v, 99), Some(100));
-        assert_eq!(percentile(&v, 100), Some(100));
     }
 }

@@ -9,7 +9,7 @@
 //! it has succeeded, every other command is accepted and `qmp_capabilities` is refused.
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::fmt;
 
@@ -34,8 +34,9 @@ pub const COMMAND_NAMES: &[&str] = &[
     "device-remove",
 ];
 
-/// A request's command and its arguments, checked.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A request's command and its arguments, checked. The VMM parses requests into it and
+/// `vmmctl` builds its requests from it, so both sides agree on every name and argument.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(
     tag = "execute",
     content = "arguments",
@@ -86,7 +87,11 @@ pub enum Command {
         #[serde(deserialize_with = "de_u64")]
         size: u64,
         /// A 64-bit pattern to fill it with first.
-        #[serde(default, deserialize_with = "de_opt_u64")]
+        #[serde(
+            default,
+            deserialize_with = "de_opt_u64",
+            skip_serializing_if = "Option::is_none"
+        )]
         pattern: Option<u64>,
     },
     /// Removes a hot-added RAM block.
@@ -242,15 +247,32 @@ pub fn command_list() -> Value {
     Value::Array(COMMAND_NAMES.iter().map(|n| json!({ "name": n })).collect())
 }
 
-/// One request line, serialized, newline included (for clients such as `vmmctl`).
-pub fn request_line(cmd: &str, args: Value, id: Option<Value>) -> Vec<u8> {
-    let mut req = json!({"execute": cmd, "arguments": args});
-    if let Some(id) = id {
-        req["id"] = id;
+impl Command {
+    /// The command `name` with the arguments `args` (a JSON object), checked as the VMM
+    /// checks a request: an unknown name is QMP's `CommandNotFound`, bad arguments a
+    /// `GenericError` that names the problem.
+    pub fn from_parts(name: &str, args: Value) -> Result<Command, QmpError> {
+        if !COMMAND_NAMES.contains(&name) {
+            return Err(QmpError::new(
+                ErrorClass::CommandNotFound,
+                format!("The command {name} has not been found"),
+            ));
+        }
+        Command::deserialize(json!({"execute": name, "arguments": args}))
+            .map_err(|e| QmpError::generic(format!("invalid arguments for '{name}': {e}")))
     }
-    let mut v = req.to_string().into_bytes();
-    v.push(b'\n');
-    v
+
+    /// The request line for this command (JSON and a newline), with `id` if given.
+    pub fn request_line(&self, id: Option<Value>) -> Vec<u8> {
+        // Cannot fail: every field is a string, a number or a list of strings.
+        let mut req = serde_json::to_value(self).expect("a Command serializes to JSON");
+        if let Some(id) = id {
+            req["id"] = id;
+        }
+        let mut v = req.to_string().into_bytes();
+        v.push(b'\n');
+        v
+    }
 }
 
 /// Where the first request in `buf` ends (the index just past it), or `None` while it is
@@ -342,75 +364,21 @@ impl Session {
 
     /// Parses one request line and handles what the protocol itself answers.
     pub fn step(&mut self, line: &[u8]) -> Step {
-        let text = String::from_utf8_lossy(line);
-        let text = text.trim();
-        if text.is_empty() {
-            return Step::Nothing;
-        }
-        let req: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return Step::Reply(reply(
-                    Err(QmpError::generic(format!("malformed JSON: {e}"))),
-                    None,
-                ))
-            }
+        let (name, args, id) = match envelope(line) {
+            Ok(Some(request)) => request,
+            Ok(None) => return Step::Nothing,
+            Err(reply) => return Step::Reply(reply),
         };
-        let Value::Object(mut req) = req else {
-            return Step::Reply(reply(
-                Err(QmpError::generic("QMP input must be a JSON object")),
-                None,
-            ));
-        };
-        let id = req.remove("id");
         let answer = |r| Step::Reply(reply(r, id.clone()));
-        let name = match req.remove("execute") {
-            Some(Value::String(s)) => s,
-            Some(_) => {
-                return answer(Err(QmpError::generic(
-                    "QMP input member 'execute' must be a string",
-                )))
-            }
-            None => {
-                return answer(Err(QmpError::generic(
-                    "QMP input lacks member 'execute'; expected {\"execute\": COMMAND, \
-                     \"arguments\": {...}}",
-                )))
-            }
-        };
-        let args = match req.remove("arguments") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(a)) => a,
-            Some(_) => {
-                return answer(Err(QmpError::generic(
-                    "QMP input member 'arguments' must be an object",
-                )))
-            }
-        };
-        if let Some(other) = req.keys().next() {
-            return answer(Err(QmpError::generic(format!(
-                "QMP input member '{other}' is unexpected"
-            ))));
-        }
         if !self.negotiated && name != "qmp_capabilities" {
             return answer(Err(QmpError::new(
                 ErrorClass::CommandNotFound,
                 "Expecting capabilities negotiation with 'qmp_capabilities'",
             )));
         }
-        if !COMMAND_NAMES.contains(&name.as_str()) {
-            return answer(Err(QmpError::new(
-                ErrorClass::CommandNotFound,
-                format!("The command {name} has not been found"),
-            )));
-        }
-        let command = match Command::deserialize(json!({"execute": name, "arguments": args})) {
+        let command = match Command::from_parts(&name, Value::Object(args)) {
             Ok(c) => c,
-            Err(e) => {
-                return answer(Err(QmpError::generic(format!(
-                    "invalid arguments for '{name}': {e}"
-                ))))
-            }
+            Err(e) => return answer(Err(e)),
         };
         match command {
             Command::QmpCapabilities { enable } => {
@@ -433,6 +401,49 @@ impl Session {
             command => Step::Run { command, id },
         }
     }
+}
+
+/// A request's parts: the command's name, its arguments and the request's id.
+type Parts = (String, Map<String, Value>, Option<Value>);
+
+/// A request's envelope, `{"execute": NAME, "arguments": {...}, "id": ...}`: its parts;
+/// `None` for a blank line; the error reply for anything else.
+fn envelope(line: &[u8]) -> Result<Option<Parts>, Value> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let req: Value = serde_json::from_str(text)
+        .map_err(|e| reply(Err(QmpError::generic(format!("malformed JSON: {e}"))), None))?;
+    let Value::Object(mut req) = req else {
+        return Err(reply(
+            Err(QmpError::generic("QMP input must be a JSON object")),
+            None,
+        ));
+    };
+    let id = req.remove("id");
+    let fail = |msg: String| Err(reply(Err(QmpError::generic(msg)), id.clone()));
+    let name = match req.remove("execute") {
+        Some(Value::String(s)) => s,
+        Some(_) => return fail("QMP input member 'execute' must be a string".into()),
+        None => {
+            return fail(
+                "QMP input lacks member 'execute'; expected {\"execute\": COMMAND, \
+                 \"arguments\": {...}}"
+                    .into(),
+            )
+        }
+    };
+    let args = match req.remove("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(a)) => a,
+        Some(_) => return fail("QMP input member 'arguments' must be an object".into()),
+    };
+    if let Some(other) = req.keys().next() {
+        return fail(format!("QMP input member '{other}' is unexpected"));
+    }
+    Ok(Some((name, args, id)))
 }
 
 #[cfg(test)]
@@ -711,12 +722,61 @@ mod tests {
 
     #[test]
     fn request_lines_are_one_json_object_and_a_newline() {
-        let l = request_line("ram-remove", json!({"name": "a"}), Some(json!(3)));
+        let c = Command::RamRemove { name: "a".into() };
+        let l = c.request_line(Some(json!(3)));
         assert_eq!(l.last(), Some(&b'\n'));
         let v: Value = serde_json::from_slice(&l).unwrap();
         assert_eq!(
             v,
             json!({"execute": "ram-remove", "arguments": {"name": "a"}, "id": 3})
         );
+    }
+
+    /// What a client builds, the VMM parses back to the same command: every command of the
+    /// list, through `from_parts`, `request_line` and the server's `Session::step`.
+    #[test]
+    fn every_command_survives_the_round_trip_from_client_to_server() {
+        let args = |name: &str| match name {
+            "qmp_capabilities" => json!({"enable": []}),
+            "ram-add" => json!({"name": "r", "gpa": "0xe0000000", "size": 65536, "pattern": 7}),
+            "ram-remove" => json!({"name": "r"}),
+            "device-add" => json!({"port": 0x700, "value": 5}),
+            "device-remove" => json!({"port": 0x700}),
+            _ => json!({}),
+        };
+        for &name in COMMAND_NAMES {
+            let c =
+                Command::from_parts(name, args(name)).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let line = c.request_line(Some(json!("x")));
+            let mut s = Session::negotiated();
+            match s.step(&line) {
+                Step::Run { command, id } => {
+                    assert_eq!(command, c, "{name}");
+                    assert_eq!(id, Some(json!("x")));
+                }
+                // The protocol's own commands are answered, not run.
+                Step::Reply(r) => assert!(
+                    ["qmp_capabilities", "query-commands", "query-version"].contains(&name),
+                    "{name}: {r}"
+                ),
+                Step::Nothing => panic!("{name}: nothing"),
+            }
+        }
+        // A ram-add without a pattern leaves it out of the request (the VMM's default).
+        let c = Command::from_parts("ram-add", json!({"name": "r", "gpa": 1, "size": 2})).unwrap();
+        assert!(!String::from_utf8(c.request_line(None))
+            .unwrap()
+            .contains("pattern"));
+    }
+
+    #[test]
+    fn a_client_learns_of_unknown_commands_and_bad_arguments_before_sending() {
+        let e = Command::from_parts("query-nothing", json!({})).unwrap_err();
+        assert_eq!(e.class, ErrorClass::CommandNotFound);
+        let e = Command::from_parts("ram-add", json!({"name": "r"})).unwrap_err();
+        assert_eq!(e.class, ErrorClass::GenericError);
+        assert!(e.desc.contains("gpa"), "{}", e.desc);
+        let e = Command::from_parts("quit", json!({"now": true})).unwrap_err();
+        assert!(e.desc.contains("now"), "{}", e.desc);
     }
 }

@@ -3,5 +3,6 @@
 
 pub(crate) mod kick;
 pub mod pvm;
+pub mod state;
 pub mod vcpu;
 pub mod vm;

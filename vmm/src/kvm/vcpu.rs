@@ -22,10 +22,12 @@
 //! which is also its quiescent state, on every exit. Port and MMIO exits are dispatched
 //! through the RCU buses with no lock; the device takes its own.
 
+use crate::kvm::state::StateKind;
 use crate::kvm::vm::VmShared;
 use crate::outcome::Outcome;
 use devices::{Access, ExitRequest};
 use kvm_ioctls::{VcpuExit, VcpuFd};
+use rcu::QsbrThread;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -46,6 +48,13 @@ pub struct ExitCounters {
     pub mru_hits: AtomicU64,
     /// RAM lookups that missed it.
     pub mru_misses: AtomicU64,
+}
+
+impl ExitCounters {
+    /// The exit counts as the report lists them: pio, mmio, interrupted, other.
+    pub fn counts(&self) -> [u64; 4] {
+        [&self.pio, &self.mmio, &self.interrupted, &self.other].map(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 #[inline]
@@ -90,7 +99,6 @@ fn internal_error_outcome(vcpu: &mut VcpuFd) -> Outcome {
 pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
     crate::kvm::kick::register(vcpu.get_kvm_run() as *mut _);
     let mut me = shared.rcu.register_qsbr();
-    let counters = &shared.exits[id];
     let mut state = State::Running;
     let mut first = id == 0;
     loop {
@@ -98,123 +106,31 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
             State::Stopped => break,
             State::Paused => {
                 me.offline_while(|| shared.wait_while_paused());
-                state = if shared.stopping() {
-                    State::Stopped
-                } else {
-                    State::Running
-                };
+                state = State::Running;
                 continue;
             }
             State::Running => {}
         }
-        if shared.stopping() {
-            state = State::Stopped;
-            continue;
-        }
-        if shared.is_paused() {
-            state = State::Paused;
-            continue;
+        // One atomic load of the VM state's mirror per exit.
+        match shared.state() {
+            StateKind::Stopping => {
+                state = State::Stopped;
+                continue;
+            }
+            StateKind::Paused => {
+                state = State::Paused;
+                continue;
+            }
+            StateKind::Running => {}
         }
         if first {
             first = false;
             shared.mark_first_run();
         }
         let result = me.offline_while(|| vcpu.run());
-        let mut internal_error = false;
-        // A device that ended the VM (its write's return value).
-        let mut request = None;
         // Back online: this is the quiescent state for everything read before the exit.
-        let access = Access::new(id, &me);
-        let outcome = match result {
-            Ok(exit) => match exit {
-                VcpuExit::IoIn(port, data) => {
-                    bump(&counters.pio);
-                    shared.pio.read(&access, port as u64, data);
-                    None
-                }
-                VcpuExit::IoOut(port, data) => {
-                    bump(&counters.pio);
-                    request = shared.pio.write(&access, port as u64, data);
-                    None
-                }
-                VcpuExit::MmioRead(addr, data) => {
-                    bump(&counters.mmio);
-                    shared.mmio.read(&access, addr, data);
-                    None
-                }
-                VcpuExit::MmioWrite(addr, data) => {
-                    bump(&counters.mmio);
-                    request = shared.mmio.write(&access, addr, data);
-                    None
-                }
-                VcpuExit::Hlt => Some(Outcome::Halted),
-                VcpuExit::Shutdown => Some(Outcome::TripleFault),
-                VcpuExit::SystemEvent(kind, _) => match kind {
-                    KVM_SYSTEM_EVENT_SHUTDOWN => Some(Outcome::PowerOff),
-                    KVM_SYSTEM_EVENT_RESET => Some(Outcome::Reset),
-                    KVM_SYSTEM_EVENT_CRASH => Some(Outcome::Panic),
-                    other => Some(Outcome::Crash(format!("unknown KVM system event {other}"))),
-                },
-                VcpuExit::FailEntry(reason, cpu) => Some(Outcome::Crash(format!(
-                    "KVM could not enter the guest (hardware entry failure reason {reason:#x} \
-                     on host CPU {cpu})"
-                ))),
-                // The suberror is read below, once `exit` no longer borrows the vCPU.
-                VcpuExit::InternalError => {
-                    internal_error = true;
-                    None
-                }
-                VcpuExit::Intr => {
-                    bump(&counters.interrupted);
-                    None
-                }
-                other => {
-                    bump(&counters.other);
-                    Some(Outcome::Crash(format!("unexpected KVM exit {other:?}")))
-                }
-            },
-            Err(e) if e.errno() == libc::EINTR => {
-                bump(&counters.interrupted);
-                vcpu.set_kvm_immediate_exit(0);
-                None
-            }
-            Err(e) if e.errno() == libc::EAGAIN => {
-                // Once after INIT (see KVM-FACTS.md): retry.
-                bump(&counters.interrupted);
-                None
-            }
-            Err(e) => Some(Outcome::Error(format!("KVM_RUN on vCPU {id}: {e}"))),
-        };
-        let outcome = if internal_error {
-            Some(internal_error_outcome(&mut vcpu))
-        } else {
-            outcome
-        };
-        if let Some(req) = request {
-            // A device this exit reached stopped the VM: a panic says where.
-            let (outcome, diagnostic) = match req {
-                ExitRequest::Reset => (Outcome::Reset, None),
-                ExitRequest::PowerOff => (Outcome::PowerOff, None),
-                ExitRequest::Panic => (
-                    Outcome::Panic,
-                    Some(format!(
-                        "the guest reported a panic through pvpanic (port 0x505)\nvCPU {id} \
-                         registers at the access:\n{}",
-                        crate::x86_64::cpu::dump(&vcpu)
-                    )),
-                ),
-            };
-            shared.finish(outcome, diagnostic);
-            state = State::Stopped;
-        } else if let Some(outcome) = outcome {
-            let diagnostic = match &outcome {
-                Outcome::Reset | Outcome::PowerOff => None,
-                o => Some(format!(
-                    "vCPU {id} stopped the VM: {}\n{}",
-                    describe(o),
-                    crate::x86_64::cpu::dump(&vcpu)
-                )),
-            };
+        let after = handle_exit(id, result, &shared, &me);
+        if let Some((outcome, diagnostic)) = conclude(id, after, &mut vcpu) {
             shared.finish(outcome, diagnostic);
             state = State::Stopped;
         }
@@ -222,6 +138,127 @@ pub fn run(id: usize, mut vcpu: VcpuFd, shared: Arc<VmShared>) {
     }
     crate::kvm::kick::unregister();
     drop(me);
+}
+
+/// What an exit leaves to do once its data (which borrows the vCPU) is no longer needed.
+enum After {
+    /// Nothing: run again.
+    Continue,
+    /// `KVM_RUN` returned EINTR: clear `immediate_exit`, then run again.
+    Kicked,
+    /// A device the exit reached asked to end the VM.
+    Request(ExitRequest),
+    /// `KVM_EXIT_INTERNAL_ERROR`: its suberror names the outcome.
+    InternalError,
+    /// The exit ends the VM.
+    Stop(Outcome),
+}
+
+/// Handles one return from `KVM_RUN`: counts it and makes its bus access (through the RCU
+/// buses, with `me` as the read-side proof).
+fn handle_exit(
+    id: usize,
+    result: Result<VcpuExit<'_>, kvm_ioctls::Error>,
+    shared: &VmShared,
+    me: &QsbrThread,
+) -> After {
+    let counters = &shared.exits[id];
+    let access = Access::new(id, me);
+    let request = |r: Option<ExitRequest>| r.map_or(After::Continue, After::Request);
+    match result {
+        Ok(VcpuExit::IoIn(port, data)) => {
+            bump(&counters.pio);
+            shared.pio.read(&access, port as u64, data);
+            After::Continue
+        }
+        Ok(VcpuExit::IoOut(port, data)) => {
+            bump(&counters.pio);
+            request(shared.pio.write(&access, port as u64, data))
+        }
+        Ok(VcpuExit::MmioRead(addr, data)) => {
+            bump(&counters.mmio);
+            shared.mmio.read(&access, addr, data);
+            After::Continue
+        }
+        Ok(VcpuExit::MmioWrite(addr, data)) => {
+            bump(&counters.mmio);
+            request(shared.mmio.write(&access, addr, data))
+        }
+        Ok(VcpuExit::InternalError) => After::InternalError,
+        Ok(VcpuExit::Intr) => {
+            bump(&counters.interrupted);
+            After::Continue
+        }
+        Ok(other) => After::Stop(stopping_exit(other, counters)),
+        Err(e) if e.errno() == libc::EINTR => {
+            bump(&counters.interrupted);
+            After::Kicked
+        }
+        Err(e) if e.errno() == libc::EAGAIN => {
+            // Once after INIT (see KVM-FACTS.md): retry.
+            bump(&counters.interrupted);
+            After::Continue
+        }
+        Err(e) => After::Stop(Outcome::Error(format!("KVM_RUN on vCPU {id}: {e}"))),
+    }
+}
+
+/// Finishes an exit with the vCPU at hand: the outcome and its diagnostic (registers) if it
+/// ends the VM.
+fn conclude(id: usize, after: After, vcpu: &mut VcpuFd) -> Option<(Outcome, Option<String>)> {
+    let outcome = match after {
+        After::Continue => return None,
+        After::Kicked => {
+            vcpu.set_kvm_immediate_exit(0);
+            return None;
+        }
+        // A device this exit reached stopped the VM: a panic says where.
+        After::Request(ExitRequest::Reset) => return Some((Outcome::Reset, None)),
+        After::Request(ExitRequest::PowerOff) => return Some((Outcome::PowerOff, None)),
+        After::Request(ExitRequest::Panic) => {
+            return Some((
+                Outcome::Panic,
+                Some(format!(
+                    "the guest reported a panic through pvpanic (port 0x505)\nvCPU {id} \
+                     registers at the access:\n{}",
+                    crate::x86_64::cpu::dump(vcpu)
+                )),
+            ))
+        }
+        After::InternalError => internal_error_outcome(vcpu),
+        After::Stop(o) => o,
+    };
+    let diagnostic = match &outcome {
+        Outcome::Reset | Outcome::PowerOff => None,
+        o => Some(format!(
+            "vCPU {id} stopped the VM: {}\n{}",
+            describe(o),
+            crate::x86_64::cpu::dump(vcpu)
+        )),
+    };
+    Some((outcome, diagnostic))
+}
+
+/// The outcome of an exit that is not a bus access or a kick: each ends the VM.
+fn stopping_exit(exit: VcpuExit<'_>, counters: &ExitCounters) -> Outcome {
+    match exit {
+        VcpuExit::Hlt => Outcome::Halted,
+        VcpuExit::Shutdown => Outcome::TripleFault,
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => Outcome::PowerOff,
+            KVM_SYSTEM_EVENT_RESET => Outcome::Reset,
+            KVM_SYSTEM_EVENT_CRASH => Outcome::Panic,
+            other => Outcome::Crash(format!("unknown KVM system event {other}")),
+        },
+        VcpuExit::FailEntry(reason, cpu) => Outcome::Crash(format!(
+            "KVM could not enter the guest (hardware entry failure reason {reason:#x} on host \
+             CPU {cpu})"
+        )),
+        other => {
+            bump(&counters.other);
+            Outcome::Crash(format!("unexpected KVM exit {other:?}"))
+        }
+    }
 }
 
 fn describe(o: &Outcome) -> String {

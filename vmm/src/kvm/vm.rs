@@ -1,8 +1,11 @@
 //! The VM: KVM set-up in the order KVM requires, devices on the RCU buses, vCPU threads, and
 //! the wait for an outcome.
 
+use crate::bench::lookup::{AltTables, LookupDesign, LookupDevice};
+use crate::bench::HotplugTiming;
 use crate::error::{io, kvm as kvm_err, Error, Result};
 use crate::frontend::console_out::{Console, ConsoleStats, Kind, Output};
+use crate::kvm::state::{Lifecycle, StateKind};
 use crate::kvm::vcpu::ExitCounters;
 use crate::outcome::{FailScanner, Outcome, Scan};
 use crate::x86_64::boot::{self, BootConfig, KernelSource, Loaded};
@@ -10,11 +13,10 @@ use crate::x86_64::layout::{EBDA, KVM_TSS};
 use devices::{AcpiSleep, Bus, PvPanic, Serial, TestCounter, I8042};
 use kvm_ioctls::{Kvm, VmFd};
 use memory::{ListenerError, MemoryListener, RamBlock, RamList};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use rcu::Rcu;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
@@ -51,7 +53,7 @@ pub struct VmConfig {
     /// `Vm::new`.
     pub process_start: Option<Instant>,
     /// How the lookup device translates guest addresses.
-    pub ram_lookup: crate::lookup::LookupDesign,
+    pub ram_lookup: crate::bench::lookup::LookupDesign,
     /// `--fail-on`: the run fails ([`Outcome::FailPattern`]) as soon as a line of the
     /// guest's console output contains one of these (plain substrings; the serial output
     /// is scanned wherever it goes, `--serial none` included).
@@ -101,21 +103,14 @@ pub struct VmShared {
     pub mmio: Bus,
     /// Guest RAM.
     pub ram: Arc<RamList>,
-    /// Nanoseconds spent in `KVM_SET_USER_MEMORY_REGION` (see [`KvmSlots`]).
-    pub slot_ioctl_ns: Arc<AtomicU64>,
-    /// The lookup device's tables: RAM updates go through [`AltTables::update`](crate::lookup::AltTables::update).
-    pub lookup_tables: Arc<crate::lookup::AltTables>,
+    /// RAM hot-plug timing: the KVM slot ioctls ([`KvmSlots`]) and the VMM's share.
+    pub hotplug: Arc<HotplugTiming>,
     /// Exit counters, one per vCPU.
     pub exits: Arc<[ExitCounters]>,
     /// Guest console output (the UART's writer feeds it; the main loop drains it).
     pub console: Arc<Console>,
-    stop: AtomicBool,
-    /// Read on every exit: an atomic load, never a lock.
-    paused: AtomicBool,
-    pause_lock: Mutex<()>,
-    resumed: Condvar,
-    result: Mutex<Option<(Outcome, Option<String>)>>,
-    done: Condvar,
+    /// Running, Paused or Stopping(outcome); vCPUs read its atomic mirror on every exit.
+    life: Lifecycle,
     threads: Mutex<Vec<libc::pthread_t>>,
     on_finish: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     /// `--fail-on`: the scanner the serial sink feeds (`None` without patterns). Locked
@@ -138,35 +133,44 @@ impl VmShared {
     /// Whether the VM is stopping.
     #[inline]
     pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.life.stopping()
     }
 
-    /// Pauses every vCPU: each leaves `KVM_RUN` (kicked) and waits, offline, for `resume`.
-    pub fn pause(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-        for t in self.threads.lock().iter() {
-            crate::kvm::kick::kick(*t);
+    /// The run state's kind (Running, Paused, Stopping), from the atomic mirror.
+    #[inline]
+    pub fn state(&self) -> StateKind {
+        self.life.kind()
+    }
+
+    /// Running -> Paused: every vCPU leaves `KVM_RUN` (kicked) and waits, offline, for
+    /// `resume`. False if the VM was not running (already paused, or stopping).
+    pub fn pause(&self) -> bool {
+        let paused = self.life.pause();
+        if paused {
+            self.kick_all();
         }
+        paused
     }
 
-    /// Resumes paused vCPUs.
-    pub fn resume(&self) {
-        let _g = self.pause_lock.lock();
-        self.paused.store(false, Ordering::SeqCst);
-        self.resumed.notify_all();
+    /// Paused -> Running. False if the VM was not paused.
+    pub fn resume(&self) -> bool {
+        self.life.resume()
     }
 
     /// Whether the VM is paused.
     #[inline]
     pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
+        self.life.kind() == StateKind::Paused
     }
 
-    /// Called by a vCPU thread: blocks while the VM is paused (and not stopping).
+    /// Called by a vCPU thread: blocks while the VM is paused.
     pub(crate) fn wait_while_paused(&self) {
-        let mut g = self.pause_lock.lock();
-        while self.paused.load(Ordering::SeqCst) && !self.stopping() {
-            self.resumed.wait_for(&mut g, Duration::from_millis(100));
+        self.life.wait_while_paused()
+    }
+
+    fn kick_all(&self) {
+        for t in self.threads.lock().iter() {
+            crate::kvm::kick::kick(*t);
         }
     }
 
@@ -181,32 +185,20 @@ impl VmShared {
     /// power-off or triple fault that follows a Linux guest's panic line is the panic's end
     /// (a kernel booted with `panic=N` reboots after it) and is reported as [`Outcome::Panic`].
     pub fn finish(&self, outcome: Outcome, diagnostic: Option<String>) {
-        {
-            let mut r = self.result.lock();
-            if r.is_none() {
-                let (outcome, diagnostic) = self.unless_failed(outcome, diagnostic);
-                let (outcome, diagnostic) = match (outcome, self.guest_panic.lock().as_ref()) {
-                    (
-                        o @ (Outcome::Reset | Outcome::PowerOff | Outcome::TripleFault),
-                        Some(line),
-                    ) => (
-                        Outcome::Panic,
-                        Some(format!(
-                            "the Linux guest panicked ({line}), then the VM ended with {}",
-                            o.name()
-                        )),
-                    ),
-                    (o, _) => (o, diagnostic),
-                };
-                *r = Some((outcome, diagnostic));
+        self.life.stop_with(|| {
+            let (outcome, diagnostic) = self.unless_failed(outcome, diagnostic);
+            match (outcome, self.guest_panic.lock().as_ref()) {
+                (o @ (Outcome::Reset | Outcome::PowerOff | Outcome::TripleFault), Some(line)) => (
+                    Outcome::Panic,
+                    Some(format!(
+                        "the Linux guest panicked ({line}), then the VM ended with {}",
+                        o.name()
+                    )),
+                ),
+                (o, _) => (o, diagnostic),
             }
-        }
-        self.stop.store(true, Ordering::Release);
-        for t in self.threads.lock().iter() {
-            crate::kvm::kick::kick(*t);
-        }
-        self.done.notify_all();
-        self.resumed.notify_all();
+        });
+        self.kick_all();
         for hook in self.on_finish.lock().iter() {
             hook();
         }
@@ -298,7 +290,7 @@ impl VmShared {
             t.arm_at(at);
         }
         drop(g);
-        self.done.notify_all();
+        self.life.wake();
     }
 
     /// Ends the run with the `--fail-on` match of a line that is still unfinished, if any.
@@ -311,9 +303,64 @@ impl VmShared {
         }
     }
 
+    /// Blocks until the run ends, ending it with [`Outcome::Timeout`] at `deadline`.
+    /// Without a main loop ([`Vm::run`]) this thread also drains the console and keeps
+    /// `--fail-on`'s grace.
+    fn wait_for_outcome(&self, deadline: Option<Instant>) {
+        loop {
+            let drain = !self.console.attached();
+            let poll = drain.then(|| Instant::now() + CONSOLE_POLL);
+            let grace = drain.then(|| self.fail_grace.lock().deadline).flatten();
+            let until = deadline.into_iter().chain(poll).chain(grace).min();
+            if self.life.wait_stopping(until) {
+                return;
+            }
+            let now = Instant::now();
+            if grace.is_some_and(|g| now >= g) {
+                self.finish_unfinished_fail_line();
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                self.finish(Outcome::Timeout, None);
+            }
+            if drain && !self.stopping() {
+                self.console.pump();
+            }
+        }
+    }
+
+    /// Joins the vCPU threads of a run that has ended, within [`VCPU_STOP_BOUND`] (kicking
+    /// them meanwhile): the indices of those that did not stop, and the report's note on them.
+    fn join_vcpus(
+        &self,
+        handles: Vec<std::thread::JoinHandle<()>>,
+    ) -> (Vec<usize>, Option<String>) {
+        let stuck = join_bounded(handles, VCPU_STOP_BOUND, |h| {
+            use std::os::unix::thread::JoinHandleExt;
+            crate::kvm::kick::kick(h.as_pthread_t());
+        });
+        {
+            // Joined threads must not be kicked again (a late `finish`); stuck ones may.
+            let mut threads = self.threads.lock();
+            let kept: Vec<libc::pthread_t> = stuck
+                .iter()
+                .filter_map(|&i| threads.get(i).copied())
+                .collect();
+            *threads = kept;
+        }
+        let note = (!stuck.is_empty()).then(|| {
+            let msg = format!(
+                "vCPU thread(s) {stuck:?} did not stop within {VCPU_STOP_BOUND:?} of the end of \
+                 the run (kicked every {KICK_EVERY:?}); the VMM exits without them"
+            );
+            log::error!("{msg}");
+            msg
+        });
+        (stuck, note)
+    }
+
     /// The outcome's short name, once the run has ended.
     pub fn outcome_name(&self) -> Option<&'static str> {
-        self.result.lock().as_ref().map(|(o, _)| o.name())
+        self.life.outcome_name()
     }
 
     /// When the run started (process start for the binary).
@@ -553,18 +600,13 @@ pub fn check_cpus(kvm: &Kvm, cpus: u64) -> Result<u8> {
 /// Mirrors the RAM list into KVM memory slots: the RamList's listener.
 pub struct KvmSlots {
     vm: Arc<VmFd>,
-    /// Nanoseconds spent inside `KVM_SET_USER_MEMORY_REGION` so far (for the hotplug
-    /// statistics: the VMM's own share of a ram-add/remove is the rest).
-    ioctl_ns: Arc<AtomicU64>,
+    /// Times every ioctl (the VMM's own share of a ram-add/remove is the rest).
+    timing: Arc<HotplugTiming>,
 }
 
 impl KvmSlots {
     fn set(&self, block: &RamBlock, size: u64) -> std::result::Result<(), kvm_ioctls::Error> {
-        let t = Instant::now();
-        let r = self.set_inner(block, size);
-        self.ioctl_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        r
+        self.timing.slot_ioctl(|| self.set_inner(block, size))
     }
 
     fn set_inner(&self, block: &RamBlock, size: u64) -> std::result::Result<(), kvm_ioctls::Error> {
@@ -599,6 +641,134 @@ impl MemoryListener for KvmSlots {
     }
 }
 
+/// Creates the KVM VM with what must exist before memory and vCPUs: the TSS, the in-kernel
+/// irqchip and the PIT.
+fn create_vm(kvm: &Kvm) -> Result<Arc<VmFd>> {
+    let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
+    vm.set_tss_address(KVM_TSS)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    vm.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_bindings::kvm_pit_config {
+        flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    Ok(vm)
+}
+
+/// Registers the RAM list's listeners: the KVM slots (timed by `hotplug`) and, when a
+/// benchmark asks for another lookup design, its tables (returned for the lookup device).
+fn attach_memory(
+    vm: &Arc<VmFd>,
+    ram: &RamList,
+    hotplug: &Arc<HotplugTiming>,
+    design: LookupDesign,
+) -> Result<Arc<AltTables>> {
+    let listener_error = |what| {
+        move |e: memory::Error| Error::Io {
+            what,
+            source: std::io::Error::other(e.to_string()),
+        }
+    };
+    ram.add_listener(Arc::new(KvmSlots {
+        vm: vm.clone(),
+        timing: hotplug.clone(),
+    }))
+    .map_err(listener_error("registering guest memory with KVM"))?;
+    // With the RCU design, mirroring every RAM change into the other tables would be wasted
+    // work: they are kept only when a benchmark asks for one of them.
+    let alt = AltTables::new(design);
+    if design != LookupDesign::Rcu {
+        ram.add_listener(alt.clone()).map_err(listener_error(
+            "mirroring guest memory for the lookup designs",
+        ))?;
+    }
+    Ok(alt)
+}
+
+/// Writes the MP table and the ACPI tables (SMP Linux guests find their CPUs in the MADT).
+fn write_tables(mem: &memory::RamSnapshot, cpus: u8) -> Result<()> {
+    mem.write_slice(&crate::x86_64::mptable::build(cpus), GuestAddress(EBDA))
+        .map_err(|source| Error::GuestWrite {
+            what: "the MP table",
+            source,
+        })?;
+    for (gpa, bytes) in crate::x86_64::acpi::build(cpus).regions {
+        mem.write_slice(&bytes, GuestAddress(gpa))
+            .map_err(|source| Error::GuestWrite {
+                what: "the ACPI tables",
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Puts the devices on the buses. Those that end the VM (i8042, ACPI sleep, pvpanic) return
+/// an `ExitRequest` from the write, which the vCPU loop turns into the outcome.
+fn add_devices(
+    vm: &VmFd,
+    shared: &Arc<VmShared>,
+    cfg: &VmConfig,
+    alt: Arc<AltTables>,
+) -> Result<(Arc<Serial>, Arc<TestCounter>)> {
+    // The DSDT describes COM1 and pvpanic at these ports (a hardware-reduced Linux maps only
+    // the interrupts the DSDT names), and the FADT's sleep registers at AcpiSleep's.
+    use crate::x86_64::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
+    vm.register_irqfd(&irq, COM1_IRQ.into())
+        .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
+    shared
+        .vcpu_write_fds
+        .lock()
+        .push(std::os::fd::AsRawFd::as_raw_fd(&irq));
+    let serial = Arc::new(Serial::new(irq, serial_sink(shared, cfg)));
+    let pio = &shared.pio;
+    pio.insert(COM1_PORT.into(), 8, serial.clone())?;
+    pio.insert(0x60, 5, Arc::new(I8042::new()))?;
+    pio.insert(SLEEP_CONTROL_PORT.into(), 2, Arc::new(AcpiSleep::new()))?;
+    pio.insert(PVPANIC_PORT.into(), 1, Arc::new(PvPanic))?;
+    let counter = Arc::new(TestCounter::default());
+    pio.insert(0x510, 2, counter.clone())?;
+    let lookup = LookupDevice::new(
+        shared.ram.clone(),
+        alt,
+        cfg.ram_lookup,
+        shared.exits.clone(),
+    );
+    pio.insert(0x520, 8, Arc::new(lookup))?;
+    Ok((serial, counter))
+}
+
+/// Creates and configures the vCPUs (CPUID made coherent, registers for the kernel's
+/// `entry`), logging KVM's CPUID and vCPU 0's changes to it at debug level.
+fn create_vcpus(kvm: &Kvm, vm: &VmFd, cpus: u8, entry: u64) -> Result<Vec<kvm_ioctls::VcpuFd>> {
+    let base_cpuid = crate::x86_64::cpuid::supported(kvm)?;
+    if log::log_enabled!(target: "vmm::cpuid", log::Level::Debug) {
+        let mut c = base_cpuid.clone();
+        crate::x86_64::cpuid::normalize(&mut c, 0, cpus);
+        for e in base_cpuid.as_slice() {
+            log::debug!(
+                target: "vmm::cpuid",
+                "KVM: {:#010x}.{}: {:08x} {:08x} {:08x} {:08x}",
+                e.function, e.index, e.eax, e.ebx, e.ecx, e.edx
+            );
+        }
+        for line in crate::x86_64::cpuid::changes(&base_cpuid, &c) {
+            log::debug!(target: "vmm::cpuid", "vCPU 0: {line}");
+        }
+    }
+    let mut vcpus = Vec::new();
+    for id in 0..cpus {
+        let vcpu = vm
+            .create_vcpu(id as u64)
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        crate::x86_64::cpu::setup(&vcpu, &base_cpuid, id, cpus, entry)?;
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
+}
+
 /// A VM set up and ready to run (memory loaded, devices on the buses, vCPUs configured).
 pub struct Vm {
     /// Shared with the vCPU threads.
@@ -625,82 +795,33 @@ impl Vm {
     /// main loop's domain, whose `call_rcu` callbacks run under the BQL).
     pub fn new_in(cfg: VmConfig, rcu: Rcu) -> Result<Vm> {
         let started = cfg.process_start.unwrap_or_else(Instant::now);
+        let since = || started.elapsed();
         let kvm = open_kvm()?;
-        log::debug!("kvm opened: {:?} since start", started.elapsed());
+        log::debug!("kvm opened: {:?} since start", since());
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
         let ram = Arc::new(boot::create_memory(cfg.boot.mem, &rcu, cfg.boot.hugepages)?);
-        log::debug!("guest memory mapped: {:?} since start", started.elapsed());
+        log::debug!("guest memory mapped: {:?} since start", since());
+        let vm = create_vm(&kvm)?;
+        log::debug!("irqchip and PIT created: {:?} since start", since());
+        let hotplug = Arc::new(HotplugTiming::default());
+        let alt = attach_memory(&vm, &ram, &hotplug, cfg.ram_lookup)?;
+        log::debug!("memory slots registered: {:?} since start", since());
 
-        let vm = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
-        vm.set_tss_address(KVM_TSS)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_bindings::kvm_pit_config {
-            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        log::debug!(
-            "irqchip and PIT created: {:?} since start",
-            started.elapsed()
-        );
-        let slot_ioctl_ns = Arc::new(AtomicU64::new(0));
-        ram.add_listener(Arc::new(KvmSlots {
-            vm: vm.clone(),
-            ioctl_ns: slot_ioctl_ns.clone(),
-        }))
-        .map_err(|e| Error::Io {
-            what: "registering guest memory with KVM",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        // The alternative lookup tables are kept only when a benchmark asks for one of them:
-        // with the RCU design, mirroring every RAM change into them would be wasted work.
-        let alt = crate::lookup::AltTables::new(cfg.ram_lookup);
-        if cfg.ram_lookup != crate::lookup::LookupDesign::Rcu {
-            ram.add_listener(alt.clone()).map_err(|e| Error::Io {
-                what: "mirroring guest memory for the lookup designs",
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        }
         let mem = ram.snapshot_owned();
-        log::debug!(
-            "memory slots registered: {:?} since start",
-            started.elapsed()
-        );
-
         let loaded = boot::load(&*mem, &cfg.boot)?;
-        log::debug!("kernel loaded: {:?} since start", started.elapsed());
-        mem.write_slice(&crate::x86_64::mptable::build(cpus), GuestAddress(EBDA))
-            .map_err(|source| Error::GuestWrite {
-                what: "the MP table",
-                source,
-            })?;
-        // The ACPI tables (issue 7): SMP Linux guests find their CPUs through the MADT.
-        for (gpa, bytes) in crate::x86_64::acpi::build(cpus).regions {
-            mem.write_slice(&bytes, GuestAddress(gpa))
-                .map_err(|source| Error::GuestWrite {
-                    what: "the ACPI tables",
-                    source,
-                })?;
-        }
+        log::debug!("kernel loaded: {:?} since start", since());
+        write_tables(&mem, cpus)?;
+        drop(mem);
 
-        let console = console_outputs(&cfg)?;
         let shared = Arc::new(VmShared {
-            console,
+            console: console_outputs(&cfg)?,
             ram: ram.clone(),
-            slot_ioctl_ns,
-            lookup_tables: alt.clone(),
+            hotplug,
             pio: Bus::new("pio", &rcu),
             mmio: Bus::new("mmio", &rcu),
             rcu,
             exits: (0..cpus).map(|_| ExitCounters::default()).collect(),
-            stop: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
-            pause_lock: Mutex::new(()),
-            resumed: Condvar::new(),
-            result: Mutex::new(None),
-            done: Condvar::new(),
+            life: Lifecycle::new(),
             threads: Mutex::new(Vec::new()),
             on_finish: Mutex::new(Vec::new()),
             started,
@@ -713,67 +834,9 @@ impl Vm {
             guest_panic: Mutex::new(None),
         });
         shared.vcpu_write_fds.lock().push(shared.console.wake_fd());
-
-        // Devices. Those that end the VM (i8042, ACPI sleep, pvpanic) return an
-        // `ExitRequest` from the write, which the vCPU loop turns into the outcome.
-        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("creating the serial eventfd"))?;
-        // The DSDT describes COM1 and pvpanic at these ports (a hardware-reduced Linux maps
-        // only the interrupts the DSDT names), and the FADT's sleep registers at AcpiSleep's.
-        use crate::x86_64::acpi::{COM1_IRQ, COM1_PORT, PVPANIC_PORT, SLEEP_CONTROL_PORT};
-        vm.register_irqfd(&irq, COM1_IRQ.into())
-            .map_err(kvm_err("KVM_IRQFD (serial, GSI 4)"))?;
-        shared
-            .vcpu_write_fds
-            .lock()
-            .push(std::os::fd::AsRawFd::as_raw_fd(&irq));
-        let serial = Arc::new(Serial::new(irq, serial_sink(&shared, &cfg)));
-        shared.pio.insert(COM1_PORT.into(), 8, serial.clone())?;
-        shared.pio.insert(0x60, 5, Arc::new(I8042::new()))?;
-        shared
-            .pio
-            .insert(SLEEP_CONTROL_PORT.into(), 2, Arc::new(AcpiSleep::new()))?;
-        shared
-            .pio
-            .insert(PVPANIC_PORT.into(), 1, Arc::new(PvPanic))?;
-        let counter = Arc::new(TestCounter::default());
-        shared.pio.insert(0x510, 2, counter.clone())?;
-        shared.pio.insert(
-            0x520,
-            8,
-            Arc::new(crate::lookup::LookupDevice::new(
-                ram.clone(),
-                alt,
-                cfg.ram_lookup,
-                shared.exits.clone(),
-            )),
-        )?;
-
-        // vCPUs.
-        let base_cpuid = crate::x86_64::cpuid::supported(&kvm)?;
-        if log::log_enabled!(target: "vmm::cpuid", log::Level::Debug) {
-            let mut c = base_cpuid.clone();
-            crate::x86_64::cpuid::normalize(&mut c, 0, cpus);
-            for e in base_cpuid.as_slice() {
-                log::debug!(
-                    target: "vmm::cpuid",
-                    "KVM: {:#010x}.{}: {:08x} {:08x} {:08x} {:08x}",
-                    e.function, e.index, e.eax, e.ebx, e.ecx, e.edx
-                );
-            }
-            for line in crate::x86_64::cpuid::changes(&base_cpuid, &c) {
-                log::debug!(target: "vmm::cpuid", "vCPU 0: {line}");
-            }
-        }
-        let mut vcpus = Vec::new();
-        for id in 0..cpus {
-            let vcpu = vm
-                .create_vcpu(id as u64)
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            crate::x86_64::cpu::setup(&vcpu, &base_cpuid, id, cpus, loaded.entry)?;
-            vcpus.push(vcpu);
-        }
-        log::debug!("vCPUs configured: {:?} since start", started.elapsed());
-        drop(mem);
+        let (serial, counter) = add_devices(&vm, &shared, &cfg, alt)?;
+        let vcpus = create_vcpus(&kvm, &vm, cpus, loaded.entry)?;
+        log::debug!("vCPUs configured: {:?} since start", since());
         Ok(Vm {
             shared,
             loaded,
@@ -896,59 +959,9 @@ impl Running {
                 },
             handles,
         } = self;
-        {
-            let deadline = cfg.timeout.map(|t| shared.started + t);
-            let mut r = shared.result.lock();
-            while r.is_none() {
-                // Without a main loop (`Vm::run`) this thread drains the console and keeps
-                // --fail-on's grace.
-                let drain = !shared.console.attached();
-                let poll = drain.then(|| Instant::now() + CONSOLE_POLL);
-                let grace = drain.then(|| shared.fail_grace.lock().deadline).flatten();
-                match (deadline, poll) {
-                    (None, None) => shared.done.wait(&mut r),
-                    (d, p) => {
-                        let until = d.into_iter().chain(p).chain(grace).min();
-                        shared
-                            .done
-                            .wait_until(&mut r, until.unwrap_or_else(Instant::now));
-                    }
-                }
-                if r.is_none() && grace.is_some_and(|g| Instant::now() >= g) {
-                    parking_lot::MutexGuard::unlocked(&mut r, || {
-                        shared.finish_unfinished_fail_line()
-                    });
-                }
-                if r.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
-                    *r = Some(shared.unless_failed(Outcome::Timeout, None));
-                }
-                if drain && r.is_none() {
-                    parking_lot::MutexGuard::unlocked(&mut r, || shared.console.pump());
-                }
-            }
-        }
+        shared.wait_for_outcome(cfg.timeout.map(|t| shared.started + t));
         shared.finish(Outcome::Timeout, None); // no-op for the outcome; stops and kicks
-        let stuck = join_bounded(handles, VCPU_STOP_BOUND, |h| {
-            use std::os::unix::thread::JoinHandleExt;
-            crate::kvm::kick::kick(h.as_pthread_t());
-        });
-        {
-            // Joined threads must not be kicked again (a late `finish`); stuck ones may.
-            let mut threads = shared.threads.lock();
-            let kept: Vec<libc::pthread_t> = stuck
-                .iter()
-                .filter_map(|&i| threads.get(i).copied())
-                .collect();
-            *threads = kept;
-        }
-        let stuck_note = (!stuck.is_empty()).then(|| {
-            let msg = format!(
-                "vCPU thread(s) {stuck:?} did not stop within {VCPU_STOP_BOUND:?} of the end of \
-                 the run (kicked every {KICK_EVERY:?}); the VMM exits without them"
-            );
-            log::error!("{msg}");
-            msg
-        });
+        let (stuck, stuck_note) = shared.join_vcpus(handles);
         shared
             .console
             .finish(crate::frontend::console_out::FINAL_FLUSH);
@@ -965,7 +978,7 @@ impl Running {
             std::mem::forget(vm);
             std::mem::forget(ram);
         }
-        let (outcome, diagnostic) = shared.result.lock().take().unwrap_or((
+        let (outcome, diagnostic) = shared.life.outcome().unwrap_or((
             Outcome::Error("the VM stopped without an outcome".into()),
             None,
         ));
@@ -984,18 +997,7 @@ impl Running {
             to_expect,
             total: shared.started.elapsed(),
             test_counter: counter.count(),
-            exits: shared
-                .exits
-                .iter()
-                .map(|c| {
-                    [
-                        c.pio.load(Ordering::Relaxed),
-                        c.mmio.load(Ordering::Relaxed),
-                        c.interrupted.load(Ordering::Relaxed),
-                        c.other.load(Ordering::Relaxed),
-                    ]
-                })
-                .collect(),
+            exits: shared.exits.iter().map(ExitCounters::counts).collect(),
             unassigned_pio: (pio.unassigned_reads, pio.unassigned_writes),
             unassigned_mmio: (mmio.unassigned_reads, mmio.unassigned_writes),
             rss_kib,

@@ -271,30 +271,7 @@ pub fn load_image<M: GuestMemoryBackend>(
     initrd: Option<InitrdImage<'_>>,
 ) -> Result<Loaded> {
     let hdr = read_header(name, &mut Cursor::new(kernel))?;
-
-    // The command line: the image says how long it may be (protocol >= 2.06), and it must fit
-    // below the EBDA whatever the image says.
-    let max = if hdr.cmdline_size == 0 {
-        255
-    } else {
-        (hdr.cmdline_size as usize).min(CMDLINE_ROOM)
-    };
-    if cfg.cmdline.len() > max {
-        return Err(Error::CmdlineTooLong {
-            len: cfg.cmdline.len(),
-            max,
-        });
-    }
-    if cfg
-        .cmdline
-        .bytes()
-        .any(|b| b == 0 || !(0x20..0x7f).contains(&b))
-    {
-        return Err(Error::Cmdline(
-            "it may contain only printable ASCII characters".into(),
-        ));
-    }
-
+    check_cmdline(&cfg.cmdline, &hdr)?;
     let loaded = linux_loader::loader::BzImage::load(
         mem,
         None,
@@ -345,23 +322,13 @@ pub fn load_image<M: GuestMemoryBackend>(
         hdr.ramdisk_image = addr as u32;
         hdr.ramdisk_size = size as u32;
     }
-
     let e820 = e820_map(cfg.mem);
-    let mut params = boot_params {
-        hdr,
-        ..Default::default()
-    };
-    params.e820_entries = e820.len() as u8;
-    // The ACPI tables (issue 7; written by `Vm::new`): boot protocol 2.14's RSDP pointer.
-    params.acpi_rsdp_addr = crate::x86_64::acpi::RSDP_ADDR;
-    for (slot, e) in params.e820_table.iter_mut().zip(&e820) {
-        *slot = *e;
-    }
-    if let Some((addr, size)) = initrd {
-        params.ext_ramdisk_image = (addr >> 32) as u32;
-        params.ext_ramdisk_size = (size >> 32) as u32;
-    }
-    write(mem, "the zero page", ZERO_PAGE, params)?;
+    write(
+        mem,
+        "the zero page",
+        ZERO_PAGE,
+        zero_page(hdr, &e820, initrd),
+    )?;
 
     write_gdt(mem)?;
     write_page_tables(mem, cfg.mem)?;
@@ -374,6 +341,56 @@ pub fn load_image<M: GuestMemoryBackend>(
         e820,
         header: hdr,
     })
+}
+
+/// Checks the command line against what the image allows: its length (the image says how
+/// long it may be, protocol >= 2.06, and it must fit below the EBDA whatever the image says)
+/// and its bytes (printable ASCII).
+fn check_cmdline(cmdline: &str, hdr: &setup_header) -> Result<()> {
+    let max = if hdr.cmdline_size == 0 {
+        255
+    } else {
+        (hdr.cmdline_size as usize).min(CMDLINE_ROOM)
+    };
+    if cmdline.len() > max {
+        return Err(Error::CmdlineTooLong {
+            len: cmdline.len(),
+            max,
+        });
+    }
+    if cmdline
+        .bytes()
+        .any(|b| b == 0 || !(0x20..0x7f).contains(&b))
+    {
+        return Err(Error::Cmdline(
+            "it may contain only printable ASCII characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The zero page: the setup header (filled in), the e820 map, the high half of the initrd's
+/// place and size (`(address, size)`; the header has the low half), and the RSDP's address.
+fn zero_page(
+    hdr: setup_header,
+    e820: &[boot_e820_entry],
+    initrd: Option<(u64, u64)>,
+) -> boot_params {
+    let mut params = boot_params {
+        hdr,
+        ..Default::default()
+    };
+    params.e820_entries = e820.len() as u8;
+    // The ACPI tables (issue 7; written by `Vm::new`): boot protocol 2.14's RSDP pointer.
+    params.acpi_rsdp_addr = crate::x86_64::acpi::RSDP_ADDR;
+    for (slot, e) in params.e820_table.iter_mut().zip(e820) {
+        *slot = *e;
+    }
+    if let Some((addr, size)) = initrd {
+        params.ext_ramdisk_image = (addr >> 32) as u32;
+        params.ext_ramdisk_size = (size >> 32) as u32;
+    }
+    params
 }
 
 /// The end of the memory the kernel needs once it runs, page aligned: a compressed kernel

@@ -707,7 +707,19 @@ pub fn inconsistencies(cpuid: &CpuId, id: u8, cpus: u8) -> Vec<String> {
         );
     }
     xsave_inconsistencies(c, &mut check);
-    // Topology.
+    topology_inconsistencies(c, id, cpus, &mut check);
+    bad
+}
+
+/// The topology invariants (leaves 0xB, 4, AMD's 0x8000_0001/0x8000_0008/0x8000_001E) for
+/// vCPU `id` of `cpus`.
+fn topology_inconsistencies(
+    c: &[kvm_cpuid_entry2],
+    id: u8,
+    cpus: u8,
+    check: &mut impl FnMut(bool, String),
+) {
+    let n = u32::from(cpus.max(1));
     if max_leaf(c, 0) >= 0xb {
         for (sub, eax, ebx, ecx) in [(0, 0, 1, 1 << 8), (1, core_bits(cpus), n, (2 << 8) | 1)] {
             let ok = find(c, 0xb, sub).is_some_and(|e| {
@@ -744,7 +756,6 @@ pub fn inconsistencies(cpuid: &CpuId, id: u8, cpus: u8) -> Vec<String> {
             "TopologyExtensions without 0x8000_001E for this vCPU".into(),
         );
     }
-    bad
 }
 
 /// The leaf-0xD invariants.
@@ -752,7 +763,6 @@ fn xsave_inconsistencies(c: &[kvm_cpuid_entry2], check: &mut impl FnMut(bool, St
     let d0 = find(c, 0xd, 0).copied().unwrap_or_default();
     let d1 = find(c, 0xd, 1).copied().unwrap_or_default();
     let user = u64::from(d0.eax) | (u64::from(d0.edx) << 32);
-    let supervisor = u64::from(d1.ecx) | (u64::from(d1.edx) << 32);
     if !has(c, XSAVE) {
         for e in c.iter().filter(|e| e.function == 0xd) {
             check(
@@ -761,55 +771,7 @@ fn xsave_inconsistencies(c: &[kvm_cpuid_entry2], check: &mut impl FnMut(bool, St
             );
         }
     } else {
-        check(user & (X87 | SSE) == X87 | SSE, "0xd.0: x87 and SSE".into());
-        let known = USER_GROUPS.iter().fold(X87 | SSE, |m, g| m | g.components);
-        check(
-            user & !known == 0,
-            format!("0xd.0: unknown components {user:#x}"),
-        );
-        let std = standard_size(c, user);
-        check(
-            d0.ebx == std && d0.ecx == std && std >= XSAVE_MIN,
-            format!(
-                "0xd.0 sizes {}/{} for {user:#x}, want {std}",
-                d0.ebx, d0.ecx
-            ),
-        );
-        for i in bits(user & !(X87 | SSE)) {
-            check(user_layout_ok(c, i), format!("0xd.{i}: no layout"));
-        }
-        let known_xss = SUPERVISOR_GROUPS.iter().fold(0, |m, g| m | g.components);
-        check(
-            supervisor & !known_xss == 0 && (supervisor == 0 || has(c, XSAVES)),
-            format!("0xd.1 IA32_XSS {supervisor:#x}"),
-        );
-        for g in &SUPERVISOR_GROUPS {
-            let on = supervisor & g.components;
-            check(
-                on == 0 || (on == g.components && g.any_of.iter().any(|&b| has(c, b))),
-                format!("0xd.1: XSS group {:#x} without its feature", g.components),
-            );
-        }
-        let mut allowed = [XSAVEOPT, XSAVEC, XGETBV1, XSAVES]
-            .iter()
-            .fold(0, |m, b| m | (1 << b.bit));
-        if user & TILEDATA != 0 {
-            allowed |= 1 << XFD.bit;
-        }
-        check(d1.eax & !allowed == 0, format!("0xd.1.EAX {:#x}", d1.eax));
-        let want = if has(c, XSAVEC) || has(c, XSAVES) {
-            compacted_size(c, user | supervisor)
-        } else {
-            0
-        };
-        check(d1.ebx == want, format!("0xd.1.EBX {} want {want}", d1.ebx));
-        for e in c.iter().filter(|e| e.function == 0xd && e.index >= 2) {
-            let offered = e.index < 64 && (user | supervisor) & (1 << e.index) != 0;
-            check(
-                offered || (e.eax, e.ebx, e.ecx, e.edx) == (0, 0, 0, 0),
-                format!("0xd.{} of a component not offered", e.index),
-            );
-        }
+        xsave_state_inconsistencies(c, &d0, &d1, check);
     }
     // Feature bits and state agree both ways.
     for g in &USER_GROUPS {
@@ -830,6 +792,67 @@ fn xsave_inconsistencies(c: &[kvm_cpuid_entry2], check: &mut impl FnMut(bool, St
                 );
             }
         }
+    }
+}
+
+/// The leaf-0xD invariants of a set that offers XSAVE: components, sizes, layouts and
+/// the supervisor (IA32_XSS) state.
+fn xsave_state_inconsistencies(
+    c: &[kvm_cpuid_entry2],
+    d0: &kvm_cpuid_entry2,
+    d1: &kvm_cpuid_entry2,
+    check: &mut impl FnMut(bool, String),
+) {
+    let user = u64::from(d0.eax) | (u64::from(d0.edx) << 32);
+    let supervisor = u64::from(d1.ecx) | (u64::from(d1.edx) << 32);
+    check(user & (X87 | SSE) == X87 | SSE, "0xd.0: x87 and SSE".into());
+    let known = USER_GROUPS.iter().fold(X87 | SSE, |m, g| m | g.components);
+    check(
+        user & !known == 0,
+        format!("0xd.0: unknown components {user:#x}"),
+    );
+    let std = standard_size(c, user);
+    check(
+        d0.ebx == std && d0.ecx == std && std >= XSAVE_MIN,
+        format!(
+            "0xd.0 sizes {}/{} for {user:#x}, want {std}",
+            d0.ebx, d0.ecx
+        ),
+    );
+    for i in bits(user & !(X87 | SSE)) {
+        check(user_layout_ok(c, i), format!("0xd.{i}: no layout"));
+    }
+    let known_xss = SUPERVISOR_GROUPS.iter().fold(0, |m, g| m | g.components);
+    check(
+        supervisor & !known_xss == 0 && (supervisor == 0 || has(c, XSAVES)),
+        format!("0xd.1 IA32_XSS {supervisor:#x}"),
+    );
+    for g in &SUPERVISOR_GROUPS {
+        let on = supervisor & g.components;
+        check(
+            on == 0 || (on == g.components && g.any_of.iter().any(|&b| has(c, b))),
+            format!("0xd.1: XSS group {:#x} without its feature", g.components),
+        );
+    }
+    let mut allowed = [XSAVEOPT, XSAVEC, XGETBV1, XSAVES]
+        .iter()
+        .fold(0, |m, b| m | (1 << b.bit));
+    if user & TILEDATA != 0 {
+        allowed |= 1 << XFD.bit;
+    }
+    check(d1.eax & !allowed == 0, format!("0xd.1.EAX {:#x}", d1.eax));
+    let want = if has(c, XSAVEC) || has(c, XSAVES) {
+        compacted_size(c, user | supervisor)
+    } else {
+        0
+    };
+    check(d1.ebx == want, format!("0xd.1.EBX {} want {want}", d1.ebx));
+    for e in c.iter().filter(|e| e.function == 0xd && e.index >= 2) {
+        let offered = e.index < 64 && (user | supervisor) & (1 << e.index) != 0;
+        check(
+            offered || (e.eax, e.ebx, e.ecx, e.edx) == (0, 0, 0, 0),
+            format!("0xd.{} of a component not offered", e.index),
+        );
     }
 }
 

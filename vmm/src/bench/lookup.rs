@@ -16,8 +16,8 @@
 //!
 //! The alternative table mirrors the RamList through a [`MemoryListener`] (registered only
 //! when one of them is chosen), so hot-added and removed blocks show up in every design. The
-//! control socket runs each RAM update through [`AltTables::update`], which makes the
-//! lock-based designs' readers wait for the writer as in a lock-based VMM. A block leaves
+//! lock-based designs take their table's lock in the listener's `begin` and release it in
+//! `commit`, so their readers wait for the whole RAM update, as in a lock-based VMM. A block leaves
 //! the table in `region_del`, before the RamList retires it; its memory is unmapped only after
 //! a grace period, which waits for any vCPU still inside an exit — so no design can read
 //! unmapped memory.
