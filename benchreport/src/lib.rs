@@ -9,7 +9,8 @@
 //! line. The crate is a plain workspace member rather than an `xtask`: its tests (fixture
 //! inputs under `tests/fixtures/`, rendered and compared with checked-in expected output)
 //! then run with `cargo test -p benchreport` like every other crate's. It depends on serde,
-//! serde_json and thiserror only: no benchmark, KVM or VMM crate, so building it is quick.
+//! serde_json, thiserror and `vmm-result` only: no benchmark, KVM or VMM crate, so building
+//! it is quick.
 //!
 //! - [`criterion`]: serde types for criterion's `benchmark.json` and `estimates.json` (the
 //!   fields used) and a loader for a criterion directory.
@@ -17,6 +18,8 @@
 //!   `5.12 M/s`, percent shares) and the median.
 //! - [`table`]: markdown tables. [`svg`]: the SVG document writer both plots use (fixed
 //!   number formats, no timestamps or randomness: the same input gives the same bytes).
+//! - [`vmm_run`]: the VMM's `--result-json` record, through the `vmm-result` crate that the
+//!   VMM itself serializes it with (plain serde types, so no KVM crate is built here).
 //! - [`rcu`], [`iohandler`], [`lookup`], [`vm_lookup`]: the four reports. Each was ported
 //!   from its former writer (`rcu/benches/report.py`, `iohandler/benches/table.py`,
 //!   `memory/examples/lookup_report.rs`, the chart and tables of `scripts/bench-lookup.py`)
@@ -35,6 +38,7 @@ pub mod rcu;
 pub mod svg;
 pub mod table;
 pub mod vm_lookup;
+pub mod vmm_run;
 
 pub use error::{Error, Result};
 

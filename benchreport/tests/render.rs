@@ -125,3 +125,25 @@ fn bad_input_is_an_error() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn vmm_result_json_reads() {
+    let dir = std::env::temp_dir().join(format!("benchreport-vmm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("result.json");
+    // A --result-json line as the VMM writes it (keys sorted).
+    std::fs::write(
+        &path,
+        r#"{"console":{"guest_bytes":12},"detail":null,"exit_reason":"expect","exit_status":0,"exits":[{"interrupted":0,"mmio":3,"other":1,"pio":40}],"expect":"ok","fail_line":null,"fail_on":[],"fail_pattern":null,"guest_resident_kib":2048,"kernel":"builtin","mem_mib":64,"outcome":"success","rss_kib":4096,"serial_log":null,"stuck_vcpus":[],"test_counter":0,"time_to_first_run_ms":1.5,"time_to_marker_ms":20.25,"total_ms":30.0,"unassigned":{"mmio_reads":0,"mmio_writes":0,"pio_reads":2,"pio_writes":1},"vcpus":1,"vmm_overhead_kib":2048,"vmm_private_overhead_kib":512}"#,
+    )
+    .unwrap();
+    let r = benchreport::vmm_run::load(&path).unwrap();
+    assert_eq!(r.exits[0].pio, 40);
+    assert_eq!(r.time_to_marker_ms, Some(20.25));
+    std::fs::write(&path, r#"{"outcome":"success"}"#).unwrap();
+    assert!(matches!(
+        benchreport::vmm_run::load(&path),
+        Err(benchreport::Error::Json { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
