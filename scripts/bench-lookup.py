@@ -6,16 +6,15 @@ with a control client (`vmmctl churn`, through `--control`) that hot-adds and re
 RAM block 1,000 times a second (add+remove pairs), it boots the built-in guest with
 `workload=lookup-bench count=N rounds=R` (every vCPU hands the VMM its own table of N
 guest-physical addresses R times; the vCPU thread translates each one and reads the qword
-there), repeats each configuration (interleaved), writes every run's measurements to a results file,
-and has the workspace's report writer (`cargo run -p benchreport -- vm-lookup FILE`) print
-the markdown tables of medians and draw the SVG bar chart.
+there), repeats each configuration (interleaved), writes every run's measurements to a
+results file, and has the workspace's report writer (`cargo run -p benchreport -- vm-lookup
+FILE`) print the markdown tables of medians and draw the SVG bar chart.
 
     cargo build --release -p vmm && python3 scripts/bench-lookup.py [--rounds R] [--repeats K]
 
-Python 3 standard library only (plus the `vmmctl` binary built next to `vmm`, and cargo for the
-report). The VMM and the
-guest do the measuring: the guest prints, per
-vCPU, the nanoseconds the VMM spent translating and reading (`vmm ns`); nothing here times
+Python 3 standard library only (plus the `vmmctl` binary built next to `vmm`, and cargo for
+the report). The VMM and the guest do the measuring: the guest prints, per vCPU, the
+nanoseconds the VMM spent translating and reading (`vmm ns`); nothing here times
 the lookups itself.
 """
 import argparse
