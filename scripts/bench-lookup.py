@@ -6,14 +6,15 @@ with a control client (`vmmctl churn`, through `--control`) that hot-adds and re
 RAM block 1,000 times a second (add+remove pairs), it boots the built-in guest with
 `workload=lookup-bench count=N rounds=R` (every vCPU hands the VMM its own table of N
 guest-physical addresses R times; the vCPU thread translates each one and reads the qword
-there), repeats each configuration (interleaved), and prints a markdown table of medians plus
-an SVG bar chart.
+there), repeats each configuration (interleaved), writes every run's measurements to a
+results file, and has the workspace's report writer (`cargo run -p benchreport -- vm-lookup
+FILE`) print the markdown tables of medians and draw the SVG bar chart.
 
     cargo build --release -p vmm && python3 scripts/bench-lookup.py [--rounds R] [--repeats K]
 
-Python 3 standard library only (plus the `vmmctl` binary built next to `vmm`). The VMM and the
-guest do the measuring: the guest prints, per
-vCPU, the nanoseconds the VMM spent translating and reading (`vmm ns`); nothing here times
+Python 3 standard library only (plus the `vmmctl` binary built next to `vmm`, and cargo for
+the report). The VMM and the guest do the measuring: the guest prints, per vCPU, the
+nanoseconds the VMM spent translating and reading (`vmm ns`); nothing here times
 the lookups itself.
 """
 import argparse
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 
+WORKSPACE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DESIGNS = ["rcu", "mutex", "rwlock", "vm-memory"]
 # Each vCPU's descriptor sits at k * 4 GiB + X (the lookup device latches one low dword for
 # all vCPUs): two vCPUs need RAM above 4 GiB, hence 4 GiB of guest memory for every run.
@@ -159,83 +161,14 @@ def run_one(vmm, design, cpus, writer_on, count, rounds, rate, timeout, size, fi
     if wstats:
         res["writer_pairs"] = wstats["pairs"]
         res["writer_rate"] = wstats["rate"]
-        res["writer_p50_us"] = wstats["rtt-p50-us"] or float("nan")
-        res["writer_p99_us"] = wstats["rtt-p99-us"] or float("nan")
+        res["writer_p50_us"] = wstats["rtt-p50-us"]
+        res["writer_p99_us"] = wstats["rtt-p99-us"]
         res["writer_errors"] = wstats["errors"]
     return res
 
 
-def size_name(n):
-    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= div and n % div == 0:
-            return f"{n // div} {unit}"
-    return f"{n} bytes"
-
-
 def fmt_rate(x):
     return f"{x / 1e6:.2f} M"
-
-
-def svg_chart(rows, path):
-    """A grouped bar chart: aggregate lookups/s per configuration, one bar per design."""
-    groups = [(c, w) for c in (1, 2) for w in (False, True)]
-    colors = {"rcu": "#2b6cb0", "mutex": "#c53030", "rwlock": "#d69e2e", "vm-memory": "#38a169"}
-    W, H = 760, 420
-    left, right, top, bottom = 70, 20, 50, 80
-    pw, ph = W - left - right, H - top - bottom
-    vmax = max(r["aggregate"] for r in rows.values()) / 1e6
-    step = 10 ** len(str(int(vmax))) / 10 if vmax >= 1 else 0.1
-    while vmax / step > 8:
-        step *= 2
-    ymax = step * (int(vmax / step) + 1)
-    e = []
-    e.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-             f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">')
-    e.append(f'<rect width="{W}" height="{H}" fill="white"/>')
-    e.append(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">'
-             'End-to-end vCPU memory lookups (lookup-bench, median of runs)</text>')
-    e.append(f'<text x="{W / 2}" y="38" text-anchor="middle" fill="#555">'
-             'aggregate = total lookups / (total VMM ns / vCPUs); higher is better</text>')
-    y = 0.0
-    while y <= ymax + 1e-9:
-        py = top + ph - y / ymax * ph
-        e.append(f'<line x1="{left}" y1="{py:.1f}" x2="{left + pw}" y2="{py:.1f}" '
-                 'stroke="#ddd"/>')
-        e.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{y:g}</text>')
-        y += step
-    e.append(f'<text transform="translate(18,{top + ph / 2}) rotate(-90)" '
-             'text-anchor="middle">million lookups / s</text>')
-    gw = pw / len(groups)
-    bw = gw * 0.8 / len(DESIGNS)
-    for gi, (c, w) in enumerate(groups):
-        gx = left + gi * gw + gw * 0.1
-        for di, d in enumerate(DESIGNS):
-            r = rows.get((d, c, w))
-            if r is None:
-                continue
-            v = r["aggregate"] / 1e6
-            bh = v / ymax * ph
-            x = gx + di * bw
-            e.append(f'<rect x="{x:.1f}" y="{top + ph - bh:.1f}" width="{bw - 2:.1f}" '
-                     f'height="{bh:.1f}" fill="{colors[d]}"><title>{d}, {c} vCPU, '
-                     f'{"writer" if w else "no writer"}: {v:.2f} M/s</title></rect>')
-            e.append(f'<text x="{x + (bw - 2) / 2:.1f}" y="{top + ph - bh - 3:.1f}" '
-                     f'text-anchor="middle" font-size="10">{v:.1f}</text>')
-        label = f'{c} vCPU{"s" if c > 1 else ""}, {"writer" if w else "no writer"}'
-        e.append(f'<text x="{left + gi * gw + gw / 2:.1f}" y="{top + ph + 18}" '
-                 f'text-anchor="middle">{label}</text>')
-    e.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" '
-             'stroke="black"/>')
-    e.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>')
-    lx = left
-    for d in DESIGNS:
-        e.append(f'<rect x="{lx}" y="{H - 30}" width="12" height="12" fill="{colors[d]}"/>')
-        e.append(f'<text x="{lx + 16}" y="{H - 20}">{d}</text>')
-        lx += 110
-    e.append("</svg>")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write("\n".join(e) + "\n")
 
 
 def main():
@@ -256,7 +189,9 @@ def main():
     ap.add_argument("--designs", default=",".join(DESIGNS))
     ap.add_argument("--cpus", default="1,2")
     ap.add_argument("--svg", default="docs/lookup-bench.svg")
-    ap.add_argument("--json", help="also write every run's measurements here")
+    ap.add_argument("--json", help="keep the results file (the parameters and every run's "
+                    "measurements; `cargo run -p benchreport -- vm-lookup FILE` prints the "
+                    "tables again) here")
     ap.add_argument("--timeout", type=int, default=120, help="per run, seconds")
     ap.add_argument("--quiet", type=float, default=0.25,
                     help="before each run, wait for the host's load (other processes) to drop "
@@ -297,92 +232,27 @@ def main():
                   f"aggregate {fmt_rate(r['aggregate'])}/s, {r['ns_per_lookup']:.1f} ns/lookup, "
                   f"wall {r['wall_s']:.1f} s, others {r['foreign']:.2f} cores{extra}",
                   file=sys.stderr)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({f"{d}/{c}/{'writer' if w else 'none'}": v
-                       for (d, c, w), v in runs.items()}, f, indent=1)
+    results = {
+        "params": {"count": a.count, "rounds": a.rounds, "repeats": a.repeats, "mem": MEM,
+                   "churn_size": a.churn_size, "churn_fill": a.churn_fill, "rate": a.rate,
+                   "designs": designs, "cpus": cpus_list},
+        "runs": [clean(runs[k][rep]) for rep in range(a.repeats) for k in configs],
+    }
+    path = a.json or os.path.join(tempfile.mkdtemp(prefix="bench-lookup-"), "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1, allow_nan=False)
+    # The tables and the chart: the workspace's one report writer (benchreport).
+    sys.stdout.flush()
+    subprocess.run(["cargo", "run", "--release", "-q", "--manifest-path",
+                    os.path.join(WORKSPACE, "Cargo.toml"), "-p", "benchreport", "--",
+                    "vm-lookup", path, "--svg", a.svg], check=True)
+    if not a.json:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
-    med = {}
-    for k, rs in runs.items():
-        m = {key: statistics.median(r[key] for r in rs)
-             for key in ("aggregate", "per_vcpu", "ns_per_lookup", "wall_s", "cpu_s", "nivcsw",
-                         "foreign", "client_cpu_s")}
-        if k[2]:
-            m["writer_rate"] = statistics.median(r["writer_rate"] for r in rs)
-            m["rtt_p50"] = statistics.median(r["writer_p50_us"] for r in rs) / 1e6
-            m["rtt_p99"] = statistics.median(r["writer_p99_us"] for r in rs) / 1e6
-            m["writer_errors"] = [e for r in rs for e in r["writer_errors"]]
-        med[k] = m
 
-    print(f"\n### lookup-bench: {a.count} addresses per vCPU x {a.rounds} rounds, "
-          f"--mem {MEM}, medians of {a.repeats} runs\n")
-    print("| design | vCPUs | writer | lookups/s per vCPU | aggregate lookups/s | "
-          "vs RCU | ns per lookup | writer pairs/s | add+remove p50 / p99 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (d, c, w) in configs:
-        m = med[(d, c, w)]
-        base = med.get(("rcu", c, w))
-        ratio = f"{m['aggregate'] / base['aggregate']:.2f}x" if base else "-"
-        wr = f"{m['writer_rate']:.0f}" if w else "-"
-        rt = f"{m['rtt_p50'] * 1e3:.2f} / {m['rtt_p99'] * 1e3:.2f} ms" if w else "-"
-        print(f"| {d} | {c} | {'yes' if w else 'no'} | {fmt_rate(m['per_vcpu'])} | "
-              f"{fmt_rate(m['aggregate'])} | {ratio} | {m['ns_per_lookup']:.1f} | {wr} | {rt} |")
-    print("""
-- lookups/s per vCPU: each vCPU's R x N lookups over the VMM nanoseconds it reported, averaged
-  over the vCPUs.
-- aggregate: total lookups / (total VMM ns / vCPUs). The guest sums every vCPU's VMM time; the
-  vCPUs run their rounds at the same time, so that sum divided by the number of vCPUs is the
-  (mean) time the lookups took, and the aggregate is what all vCPUs together translate per
-  second (the sum of the per-vCPU rates when the vCPUs are balanced).
-- vs RCU: the aggregate over the RCU design's, same vCPUs and writer setting.
-- writer: `vmmctl churn`, a control client doing ram-add + ram-remove of a %s block at
-  0xe0000000 (%s), paced to at most %g pairs/s; "pairs/s" is what it achieved, p50/p99 its
-  round trip per pair (median over runs).""" % (size_name(a.churn_size),
-                                             "filled with a pattern before each add"
-                                             if a.churn_fill else "left zeroed", a.rate))
-
-    if any(k[2] for k in configs):
-        rate = statistics.median(m["writer_rate"] for k, m in med.items() if k[2])
-        p50 = statistics.median(m["rtt_p50"] for k, m in med.items() if k[2])
-        p99 = statistics.median(m["rtt_p99"] for k, m in med.items() if k[2])
-        print(f"\nWriter: asked for {a.rate:g} add+remove pairs/s, achieved {rate:.0f}/s "
-              f"(median over runs); round trip p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms.")
-        if rate < 0.95 * a.rate:
-            print(f"The target rate is not reachable here: the writer ran back to back, as fast "
-                  f"as the VMM answers ({1 / p50:.0f} pairs/s at the median "
-                  "round trip).")
-        errs = [e for k, m in med.items() if k[2] for e in m["writer_errors"]]
-        if errs:
-            print(f"Writer errors (first few): {errs[:3]}")
-
-    print("\nTargets:")
-    if ("rcu", 2, True) in med and ("mutex", 2, True) in med:
-        x = med[("rcu", 2, True)]["aggregate"] / med[("mutex", 2, True)]["aggregate"]
-        print(f"- RCU >= 5x Mutex, 2 vCPUs, writer running: {x:.2f}x -> "
-              f"{'met' if x >= 5 else 'MISSED'}")
-    if ("rcu", 2, True) in med and ("rcu", 2, False) in med:
-        x = med[("rcu", 2, False)]["aggregate"] / med[("rcu", 2, True)]["aggregate"]
-        print(f"- RCU with the writer within 1.1x of without (2 vCPUs): {x:.2f}x slower -> "
-              f"{'met' if x <= 1.1 else 'MISSED'}")
-    if ("rcu", 1, True) in med and ("rcu", 1, False) in med:
-        x = med[("rcu", 1, False)]["aggregate"] / med[("rcu", 1, True)]["aggregate"]
-        print(f"- (same, 1 vCPU: {x:.2f}x)")
-
-    print("\nWhere the host's CPU went (medians): the VMM process (user+sys), the writer client "
-          "(vmmctl, and this script), everything else (other processes and kernel threads, in "
-          "cores over "
-          "the run), and the VMM's involuntary context switches (its threads preempted):")
-    print("\n| design | vCPUs | writer | wall s | VMM cpu s | client cpu s | others, cores | "
-          "invol. ctx switches |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (d, c, w) in configs:
-        m = med[(d, c, w)]
-        print(f"| {d} | {c} | {'yes' if w else 'no'} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | "
-              f"{m['client_cpu_s']:.2f} | {m['foreign']:.2f} | {m['nivcsw']:.0f} |")
-
-    rows = {k: m for k, m in med.items()}
-    svg_chart(rows, a.svg)
-    print(f"\nChart: {a.svg}")
+def clean(run):
+    """A run for JSON: NaN (an unknown round trip) as null."""
+    return {k: None if isinstance(v, float) and v != v else v for k, v in run.items()}
 
 
 if __name__ == "__main__":

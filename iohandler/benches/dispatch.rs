@@ -26,7 +26,7 @@
 //! interleaved (one RCU ping, one Mutex ping, ...; both loops, and both churn threads in the
 //! writer rows, alive at once), so that the shared machine's changing load hits both alike,
 //! and prints a markdown table of medians and ratios: the numbers to compare. The per-design
-//! criterion results are summarized by `python3 iohandler/benches/table.py`.
+//! criterion results are summarized by `cargo run --release -p benchreport -- iohandler`.
 //!
 //! Run: `cargo bench -p iohandler --bench dispatch` (about 3 minutes).
 

@@ -35,7 +35,7 @@
 //! time is the first thread's. `-writer` scenarios add a thread that replaces a random block
 //! 1000 times a second (not for the floors, which are unsynchronized).
 //!
-//! Results: `cargo run --release -p memory --example lookup_report` reads
+//! Results: `cargo run --release -p benchreport -- lookup` reads
 //! `target/criterion/lookup-*` and writes `memory/benches/lookup.md` and `lookup.svg`.
 //!
 //! # RCU against its floor, paired

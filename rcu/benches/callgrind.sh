@@ -4,7 +4,7 @@
 # each row once with N and once with 2N iterations, and (Ir(2N) - Ir(N)) / N is the count per
 # iteration (start-up, registration and warm-up cancel out). Deterministic, unlike the time.
 #   rcu/benches/callgrind.sh              build, measure every row, print a table
-# Writes <target>/rcu-bench/callgrind.jsonl (for report.py) and the loops' disassembly,
+# Writes <target>/rcu-bench/callgrind.jsonl (for `benchreport rcu`) and the loops' disassembly,
 # <target>/rcu-bench/loops.s. Needs valgrind, gcc, liburcu-dev. N: $CALLGRIND_ITERS (1e6).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)

@@ -3,7 +3,7 @@
 #   rcu/benches/run.sh                 every part (about 10 minutes on 2 cores)
 #   rcu/benches/run.sh sync call_rcu   some parts: read sync call_rcu mix callgrind
 # Builds once (so that every round measures the same code), then per part, in $ROUNDS
-# rounds (default 3) that interleave us and liburcu (the machine is noisy: report.py takes
+# rounds (default 3) that interleave us and liburcu (the machine is noisy: the report takes
 # the median over the rounds):
 #   read       liburcu QSBR, liburcu memb, ours: the read loops, 1 and 2 threads
 #   sync       ours, liburcu QSBR, liburcu memb: synchronize latency, 0/1/2 busy readers
@@ -12,7 +12,8 @@
 #   mix        our criterion update_mix bench, then liburcu's
 #   callgrind  instruction counts (callgrind.sh)
 # Results go to <target>/rcu-bench/ (a part's old results are removed when it runs);
-# python3 rcu/benches/report.py prints them again. Needs gcc, liburcu-dev, valgrind.
+# `cargo run --release -p benchreport -- rcu` prints them again (the workspace's report
+# writer, benchreport/). Needs gcc, liburcu-dev, valgrind.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -91,4 +92,4 @@ for part in $parts; do
         ;;
     esac
 done
-python3 "$here/report.py" --target "$target"
+(cd "$root" && cargo run --release -q -p benchreport -- rcu --target "$target")

@@ -1,7 +1,7 @@
 //! Shared set-up for the rcu benchmarks: criterion settings for a noisy 2-core machine,
 //! background threads that run while a benchmark measures, side files next to criterion's
 //! results, and the JSON rows of the benchmarks that do not use criterion (`synchronize`,
-//! `call_rcu`), which `report.py` picks up.
+//! `call_rcu`), which the report (`benchreport rcu`) picks up.
 
 #![allow(dead_code)] // each bench target uses a different subset
 
@@ -79,7 +79,7 @@ pub fn criterion_home() -> PathBuf {
     }
 }
 
-/// Writes `<criterion home>/<group>/<id>/<name>` (extra results for `report.py`).
+/// Writes `<criterion home>/<group>/<id>/<name>` (extra results for the report).
 pub fn write_side_file(group: &str, id: &str, name: &str, contents: &str) {
     let dir = criterion_home().join(group).join(id);
     if std::fs::create_dir_all(&dir).is_ok() {
@@ -89,7 +89,7 @@ pub fn write_side_file(group: &str, id: &str, name: &str, contents: &str) {
 
 /// Appends one result row (a JSON object, one line) to the file named by `RCU_BENCH_OUT`
 /// (set by `run.sh`, which merges the rows of our benchmarks and of liburcu's for
-/// `report.py`); without it the row is only printed.
+/// the report); without it the row is only printed.
 pub fn emit_row(json: &str) {
     println!("{json}");
     if let Some(path) = std::env::var_os("RCU_BENCH_OUT") {

@@ -1,7 +1,7 @@
 /*
  * liburcu 0.13 beside the rcu crate: the same measurements as the benches/ files, with loops
- * of the same shape, so that report.py can show liburcu in the same tables. Built twice by
- * run.sh:
+ * of the same shape, so that the report (benchreport) can show liburcu in the same tables.
+ * Built twice by run.sh:
  *   -DFLAVOR_QSBR  (urcu-qsbr.h, -lurcu-qsbr)   and   -DFLAVOR_MEMB  (urcu.h, -lurcu: memb)
  * with _LGPL_SOURCE so that the read-side fast paths are inlined, as a C user would build.
  *

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the liburcu reference benchmark (QSBR and memb flavours) into <target>/liburcu/ and
-# runs it; prints one JSON row per line (rcu/benches/run.sh collects them for report.py).
+# runs it; prints one JSON row per line (rcu/benches/run.sh collects them for the report).
 #   rcu/benches/liburcu/run.sh [all|read|sync|call_rcu|mix]   build, then run both flavours
 #   rcu/benches/liburcu/run.sh build                          build only
 # Needs gcc and liburcu-dev (Debian: apt-get install -y liburcu-dev).

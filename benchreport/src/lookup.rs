@@ -1,21 +1,20 @@
-//! Turns the `lookup` benchmark's criterion estimates into a markdown table (with ratios and
-//! the issue's targets) and an SVG bar chart.
+//! The memory crate's `lookup` benchmark (`cargo bench -p memory --bench lookup`): a
+//! markdown table of criterion's medians with ratios and the issue's targets, the paired
+//! RCU-against-floor comparison (`LOOKUP_FLOOR=1`), the background threads' CPU shares, and
+//! an SVG bar chart (log scale).
 //!
-//! ```text
-//! cargo bench -p memory --bench lookup
-//! LOOKUP_FLOOR=1 cargo bench -p memory --bench lookup     # RCU against its floor, paired
-//! cargo run --release -p memory --example lookup_report [CRITERION_DIR]
-//! ```
-//!
-//! Reads `<CRITERION_DIR>/lookup-*/<variant>/new/estimates.json` (default: the workspace's
-//! `target/criterion`), uses each benchmark's median, and `<CRITERION_DIR>/lookup_floor.txt`
-//! (the paired comparison), and writes `memory/benches/lookup.md` and
-//! `memory/benches/lookup.svg` (and prints the markdown).
+//! Reads `<CRITERION_DIR>/lookup-*/<variant>/new/estimates.json` (each benchmark's median),
+//! `<CRITERION_DIR>/lookup-*/<variant>/lookup-extra.txt` (key=value lines the bench writes)
+//! and `<CRITERION_DIR>/lookup_floor.txt` (the paired comparison).
 
+use crate::error::{self, Error, Result};
+use crate::fmt::ratio;
+use crate::svg::Svg;
+use crate::table::{Align, Table};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const VARIANTS: [&str; 10] = [
     "floor-bsearch",
@@ -41,23 +40,12 @@ type Results = BTreeMap<String, BTreeMap<String, f64>>;
 /// scenario -> variant -> the bench's `lookup-extra.txt` (key=value lines)
 type Extras = BTreeMap<String, BTreeMap<String, BTreeMap<String, f64>>>;
 
-/// The `point_estimate` of `key` in a criterion estimates.json.
-fn estimate(json: &str, key: &str) -> Option<f64> {
-    let at = json.find(&format!("\"{key}\""))?;
-    let rest = &json[at..];
-    let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let num: String = rest[p..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
-        .collect();
-    num.parse().ok()
-}
-
-fn read(dir: &Path) -> (Results, Extras) {
+/// The medians and extras of every `<dir>/lookup-<scenario>/<variant>/`.
+pub fn read(dir: &Path) -> Result<(Results, Extras)> {
     let mut out = Results::new();
     let mut extras = Extras::new();
     let Ok(groups) = fs::read_dir(dir) else {
-        return (out, extras);
+        return Ok((out, extras));
     };
     for g in groups.flatten() {
         let name = g.file_name().to_string_lossy().into_owned();
@@ -66,13 +54,11 @@ fn read(dir: &Path) -> (Results, Extras) {
         };
         for v in VARIANTS {
             let f = g.path().join(v).join("new").join("estimates.json");
-            if let Some(ns) = fs::read_to_string(&f)
-                .ok()
-                .and_then(|j| estimate(&j, "median"))
-            {
+            if f.exists() {
+                let e: crate::criterion::Estimates = error::parse(&f, 0, &error::read(&f)?)?;
                 out.entry(scenario.to_string())
                     .or_default()
-                    .insert(v.to_string(), ns);
+                    .insert(v.to_string(), e.median.point_estimate);
             }
             let f = g.path().join(v).join("lookup-extra.txt");
             if let Ok(text) = fs::read_to_string(&f) {
@@ -88,7 +74,7 @@ fn read(dir: &Path) -> (Results, Extras) {
             }
         }
     }
-    (out, extras)
+    Ok((out, extras))
 }
 
 /// One line of `lookup_floor.txt` (the paired comparison): key -> value.
@@ -197,16 +183,15 @@ fn concurrency(r: &Results, x: &Extras) -> String {
          time the measuring thread / the second reader spent on a CPU, and the writer's rate \
          (replacements per second).\n"
     );
-    let _ = writeln!(md, "| scenario | {} |", VARIANTS.join(" | "));
-    let _ = writeln!(md, "|---|{}", "---:|".repeat(VARIANTS.len()));
+    let mut t = variant_table();
     for s in order(r) {
         if !s.starts_with("t2") && !s.ends_with("-writer") {
             continue;
         }
-        let mut row = format!("| {s} |");
+        let mut row = vec![s.clone()];
         for v in VARIANTS {
             let Some(e) = x.get(&s).and_then(|m| m.get(v)) else {
-                row.push_str(" – |");
+                row.push("–".into());
                 continue;
             };
             let mut cell = Vec::new();
@@ -219,11 +204,19 @@ fn concurrency(r: &Results, x: &Extras) -> String {
             if let Some(w) = e.get("writer_rate") {
                 cell.push(format!("{w:.0}/s"));
             }
-            let _ = write!(row, " {} |", cell.join(", "));
+            row.push(cell.join(", "));
         }
-        let _ = writeln!(md, "{row}");
+        t.row(row);
     }
-    md
+    md + &t.render()
+}
+
+/// A table with a scenario column and one right-aligned column per variant.
+fn variant_table() -> Table {
+    let head = std::iter::once("scenario").chain(VARIANTS);
+    let mut align = vec![Align::Default];
+    align.extend([Align::Right; VARIANTS.len()]);
+    Table::new(head).align(&align)
 }
 
 /// Scenarios in a readable order: threads, writer, blocks, pattern.
@@ -261,33 +254,33 @@ fn markdown(r: &Results) -> String {
          between columns are only as good as the machine was steady; the paired section \
          further down compares RCU with its floor round by round.\n"
     );
-    let _ = writeln!(md, "| scenario | {} |", VARIANTS.join(" | "));
-    let _ = writeln!(md, "|---|{}", "---:|".repeat(VARIANTS.len()));
+    let mut t = variant_table();
     for s in order(r) {
         let base = get(r, s.trim_end_matches("-writer"), "floor-bsearch");
-        let mut row = format!("| {s} |");
+        let mut row = vec![s.clone()];
         for v in VARIANTS {
-            match (get(r, &s, v), base) {
-                (Some(ns), Some(b)) => {
-                    let _ = write!(row, " {ns:.2} ({:.2}x) |", ns / b);
-                }
-                (Some(ns), None) => {
-                    let _ = write!(row, " {ns:.2} |");
-                }
-                (None, _) => row.push_str(" – |"),
-            }
+            row.push(match (get(r, &s, v), base) {
+                (Some(ns), Some(b)) => format!("{ns:.2} ({})", ratio(Some(ns), Some(b))),
+                (Some(ns), None) => format!("{ns:.2}"),
+                (None, _) => "–".into(),
+            });
         }
-        let _ = writeln!(md, "{row}");
+        t.row(row);
     }
+    md += &t.render();
 
     let _ = writeln!(md, "\n### The issue's targets\n");
-    let _ = writeln!(md, "| target | measured | verdict |\n|---|---:|---|");
+    let mut t = Table::new(["target", "measured", "verdict"]).align(&[
+        Align::Default,
+        Align::Right,
+        Align::Default,
+    ]);
     let mut check = |what: String, value: Option<f64>, ok: &dyn Fn(f64) -> bool| {
         let (v, verdict) = match value {
             Some(x) => (format!("{x:.2}"), if ok(x) { "met" } else { "NOT met" }),
             None => ("–".into(), "not measured"),
         };
-        let _ = writeln!(md, "| {what} | {v} | {verdict} |");
+        t.row([what, v, verdict.to_string()]);
     };
     let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     for b in ["b4", "b32"] {
@@ -326,7 +319,7 @@ fn markdown(r: &Results) -> String {
         ),
         &|x| x <= 1.3,
     );
-    md
+    md + &t.render()
 }
 
 fn svg(r: &Results) -> String {
@@ -338,91 +331,66 @@ fn svg(r: &Results) -> String {
     let rows: usize = scenarios.iter().map(|s| r[s].len()).sum();
     let height = top + rows as f64 * bar + scenarios.len() as f64 * gap + 40.0;
     let width = left + plot_w + right;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="10">"#
+    let mut s = Svg::new(
+        &format!(r#"width="{width}" height="{height}" font-family="sans-serif" font-size="10""#),
+        r#"width="100%" height="100%""#,
     );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{left}" y="18" font-size="13" font-weight="bold">gpa → hva lookup: ns per lookup, CPU time of the measuring thread (median, log scale)</text>"#
-    );
+    s.push(format!(
+                r#"<text x="{left}" y="18" font-size="13" font-weight="bold">gpa → hva lookup: ns per lookup, CPU time of the measuring thread (median, log scale)</text>"#
+    ));
     for (i, v) in VARIANTS.iter().enumerate() {
         let lx = left + (i % 4) as f64 * 150.0;
         let ly = 30.0 + (i / 4) as f64 * 13.0;
-        let _ = writeln!(
-            s,
-            r#"<rect x="{lx}" y="{}" width="10" height="9" fill="{}"/><text x="{}" y="{}">{v}</text>"#,
+        s.push(format!(
+                        r#"<rect x="{lx}" y="{}" width="10" height="9" fill="{}"/><text x="{}" y="{}">{v}</text>"#,
             ly - 8.0,
             COLORS[i],
             lx + 14.0,
             ly
-        );
+        ));
     }
     for t in [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0] {
         let gx = x(t);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{gx:.1}" y1="{}" x2="{gx:.1}" y2="{}" stroke="#ddd"/><text x="{gx:.1}" y="{}" text-anchor="middle" fill="#555">{t}</text>"##,
+        s.push(format!(
+                        r##"<line x1="{gx:.1}" y1="{}" x2="{gx:.1}" y2="{}" stroke="#ddd"/><text x="{gx:.1}" y="{}" text-anchor="middle" fill="#555">{t}</text>"##,
             top - 6.0,
             height - 30.0,
             height - 18.0
-        );
+        ));
     }
     let mut y = top;
     for sc in &scenarios {
-        let _ = writeln!(
-            s,
+        s.push(format!(
             r#"<text x="{}" y="{}" text-anchor="end" font-weight="bold">{sc}</text>"#,
             left - 8.0,
             y + 9.0
-        );
+        ));
         for (i, v) in VARIANTS.iter().enumerate() {
             let Some(ns) = get(r, sc, v) else { continue };
             let w = (x(ns) - left).max(1.0);
-            let _ = writeln!(
-                s,
-                r#"<rect x="{left}" y="{y:.1}" width="{w:.1}" height="{}" fill="{}"><title>{sc} {v}: {ns:.2} ns</title></rect><text x="{:.1}" y="{:.1}">{ns:.2}</text>"#,
+            s.push(format!(
+                                r#"<rect x="{left}" y="{y:.1}" width="{w:.1}" height="{}" fill="{}"><title>{sc} {v}: {ns:.2} ns</title></rect><text x="{:.1}" y="{:.1}">{ns:.2}</text>"#,
                 bar - 1.0,
                 COLORS[i],
                 left + w + 3.0,
                 y + bar - 2.5
-            );
+            ));
             y += bar;
         }
         y += gap;
     }
-    let _ = writeln!(s, "</svg>");
-    s
+    s.finish()
 }
 
-fn main() {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| manifest.join("..").join("target"))
-                .join("criterion")
-        });
-    let (r, x) = read(&dir);
+/// The markdown (tables) and the SVG chart for the results under `dir`.
+pub fn report(dir: &Path) -> Result<(String, String)> {
+    let (r, x) = read(dir)?;
     if r.is_empty() {
-        eprintln!(
-            "no lookup-* results under {}; run `cargo bench -p memory --bench lookup` first",
-            dir.display()
-        );
-        std::process::exit(1);
+        return Err(Error::NoResults {
+            dir: dir.to_owned(),
+            hint: "run `cargo bench -p memory --bench lookup` first",
+        });
     }
-    let md = markdown(&r) + &floor_section(&read_floor(&dir)) + &concurrency(&r, &x);
-    print!("{md}");
-    let benches = manifest.join("benches");
-    fs::write(benches.join("lookup.md"), &md).expect("write lookup.md");
-    fs::write(benches.join("lookup.svg"), svg(&r)).expect("write lookup.svg");
-    eprintln!(
-        "wrote {} and lookup.svg",
-        benches.join("lookup.md").display()
-    );
+    let md = markdown(&r) + &floor_section(&read_floor(dir)) + &concurrency(&r, &x);
+    Ok((md, svg(&r)))
 }
