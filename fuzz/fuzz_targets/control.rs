@@ -41,6 +41,7 @@ fn make_env() -> Env {
         process_start: None,
         // A lock-based design, so that RAM updates also run its listener's transaction.
         ram_lookup: vmm::bench::lookup::LookupDesign::RwLock,
+        disks: Vec::new(),
         fail_on: Vec::new(),
     };
     // As in the VMM: the VM's RCU callbacks run under the BQL that the requests hold.

@@ -86,6 +86,7 @@ fn setup() -> Option<(Vm, Guest)> {
         log_limit: None,
         process_start: None,
         ram_lookup: Default::default(),
+        disks: Vec::new(),
         fail_on: Vec::new(),
     };
     let vm = Vm::new(cfg).expect("setting up the VM for the Debian kernel");

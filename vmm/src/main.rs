@@ -120,6 +120,11 @@ struct Cli {
     /// only in the hot-plug window 0xe0000000-0xfebfffff). Default: --mem plus 256M.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<u64>,
+    /// A raw disk image the guest sees as a virtio-blk disk (`/dev/vda`, then `/dev/vdb`,
+    /// ... in order; repeatable). `PATH,ro` makes it read-only. The image is opened once and
+    /// locked, so two VMMs cannot write one image.
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    disks: Vec<vmm::kvm::virtio::DiskConfig>,
     /// Run without the per-thread seccomp filters. For debugging only (for example under
     /// `strace -f`, to find a system call a filter lacks): without them a VMM thread that a
     /// guest took over could make any system call. Says so on stderr.
@@ -367,6 +372,7 @@ fn vm_config(cli: &Cli, process_start: std::time::Instant, json_to_stdout: bool)
         log_limit: cli.log_limit.0,
         process_start: Some(process_start),
         ram_lookup: cli.ram_lookup,
+        disks: cli.disks.clone(),
         fail_on: fail_patterns(cli),
     }
 }

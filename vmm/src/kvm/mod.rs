@@ -3,6 +3,8 @@
 
 pub(crate) mod kick;
 pub mod pvm;
+pub(crate) mod serial_sink;
 pub mod state;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
