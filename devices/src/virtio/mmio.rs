@@ -216,6 +216,10 @@ impl VirtioMmio {
         let qerr = |e: virtio_queue::Error| self.broken(index, e.to_string());
         let mut used_any = false;
         let mut chain_buf: Vec<Descriptor> = Vec::new();
+        // Rounds in a row that popped nothing although the avail idx says there is more: one
+        // is a benign race with the driver, two mean the avail ring cannot be read (RAM
+        // removed under it); without this bound that would spin forever.
+        let mut idle_rounds = 0u32;
         loop {
             q.disable_notification(mem).map_err(qerr)?;
             // virtio-queue's pop logs and stops on an avail idx that moved by more than the
@@ -234,7 +238,9 @@ impl VirtioMmio {
                     ),
                 ));
             }
+            let mut popped = false;
             while let Some(chain) = q.pop_descriptor_chain(mem) {
+                popped = true;
                 let head = chain.head_index();
                 chain_buf.clear();
                 chain_buf.extend(chain);
@@ -244,6 +250,10 @@ impl VirtioMmio {
             }
             if !q.enable_notification(mem).map_err(qerr)? {
                 break;
+            }
+            idle_rounds = if popped { 0 } else { idle_rounds + 1 };
+            if idle_rounds >= 2 {
+                return Err(self.broken(index, "the avail ring cannot be read"));
             }
         }
         if !used_any {
