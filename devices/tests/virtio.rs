@@ -638,3 +638,51 @@ fn second_open_of_a_locked_image_fails_clearly() {
         Err(Error::DiskOpen { .. } | Error::DiskNotRegular { .. })
     ));
 }
+
+#[test]
+fn discard_punches_a_hole_and_read_only_disks_do_not_offer_it() {
+    const F_DISCARD: u64 = 1 << 13;
+    const T_DISCARD: u32 = 11;
+    let mut h = Harness::new(false);
+    assert_ne!(h.device_features() & F_DISCARD, 0);
+    h.up(F_VERSION_1 | F_DISCARD);
+    let mut seg = [0u8; 16];
+    seg[0..8].copy_from_slice(&2u64.to_le_bytes());
+    seg[8..12].copy_from_slice(&3u32.to_le_bytes());
+    h.header(T_DISCARD, 0);
+    h.mem_write(DATA, &seg);
+    h.submit(&[(HDR, 16, 0), (DATA, 16, 0), (STATUS, 1, WRITE)]);
+    h.kick().unwrap();
+    assert_eq!(h.status(), OK);
+    let img = h.image();
+    assert!(img[2 * 512..5 * 512].iter().all(|&b| b == 0), "discarded");
+    assert_eq!(&img[512..1024], &pattern(512, 512)[..]);
+    assert_eq!(&img[5 * 512..6 * 512], &pattern(5 * 512, 512)[..]);
+    assert_eq!(img.len() as u64, IMAGE_LEN, "size kept");
+    // Past the end, and flags set: IOERR.
+    seg[0..8].copy_from_slice(&63u64.to_le_bytes());
+    h.header(T_DISCARD, 0);
+    h.mem_write(DATA, &seg);
+    h.submit(&[(HDR, 16, 0), (DATA, 16, 0), (STATUS, 1, WRITE)]);
+    h.kick().unwrap();
+    assert_eq!(h.status(), IOERR);
+
+    let h = Harness::new(true);
+    assert_eq!(h.device_features() & F_DISCARD, 0);
+}
+
+#[test]
+fn nothing_is_served_before_driver_ok() {
+    let mut h = Harness::new(false);
+    assert!(h.negotiate(F_VERSION_1));
+    h.setup_queue(QSIZE as u32);
+    h.header(T_IN, 0);
+    h.submit(&[(HDR, 16, 0), (DATA, 512, WRITE), (STATUS, 1, WRITE)]);
+    h.kick().unwrap();
+    assert_eq!(h.used_idx(), 0);
+    assert!(!h.irq_fired());
+    h.wr(0x70, S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
+    h.kick().unwrap();
+    assert_eq!(h.used_idx(), 1);
+    assert_eq!(h.status(), OK);
+}

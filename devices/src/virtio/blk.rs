@@ -515,3 +515,71 @@ impl VirtioDevice for Block {
         Ok(written.saturating_add(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memory::{BlockFlags, RamBlock, RamList};
+
+    fn d(addr: u64, len: u32, flags: u16) -> Descriptor {
+        Descriptor::new(addr, len, flags, 0)
+    }
+    const N: u16 = 1;
+    const W: u16 = 2;
+
+    fn with_mem(f: impl FnOnce(&RamSnapshot)) {
+        let rcu = rcu::Rcu::new();
+        let ram = RamList::new(&rcu);
+        ram.add(RamBlock::new("ram", 0, 0x10000, BlockFlags::empty()).unwrap())
+            .unwrap();
+        let g = rcu.read_lock();
+        f(ram.snapshot(&g));
+    }
+
+    fn header(mem: &RamSnapshot, gpa: u64, ty: u32, sector: u64) {
+        mem.write_val(gpa, ty).unwrap();
+        mem.write_val(gpa + 8, sector).unwrap();
+    }
+
+    #[test]
+    fn status_shares_the_last_descriptor_with_data() {
+        with_mem(|mem| {
+            header(mem, 0x100, VIRTIO_BLK_T_IN, 7);
+            let r = parse_request(&[d(0x100, 16, N), d(0x1000, 513, W)], mem).unwrap();
+            assert_eq!(r.kind, RequestKind::In);
+            assert_eq!(r.sector, 7);
+            assert_eq!(
+                r.data,
+                vec![Segment {
+                    gpa: 0x1000,
+                    len: 512
+                }]
+            );
+            assert_eq!(r.status, 0x1200);
+        });
+    }
+
+    #[test]
+    fn direction_and_framing_errors() {
+        with_mem(|mem| {
+            header(mem, 0x100, VIRTIO_BLK_T_OUT, 0);
+            // OUT with device-writable data.
+            let c = [d(0x100, 16, N), d(0x1000, 512, N | W), d(0x2000, 1, W)];
+            assert!(parse_request(&c, mem).is_err());
+            assert_eq!(status_byte(&c, mem), Some(0x2000));
+            // Header too short.
+            let c = [d(0x100, 8, N), d(0x2000, 1, W)];
+            assert!(parse_request(&c, mem).is_err());
+            // Cut chain: no status, no request.
+            let c = [d(0x100, 16, N), d(0x2000, 1, W | N)];
+            assert!(parse_request(&c, mem).is_err());
+            assert_eq!(status_byte(&c, mem), None);
+            assert!(parse_request(&[], mem).is_err());
+            // OUT data not whole sectors.
+            let c = [d(0x100, 16, N), d(0x1000, 100, N), d(0x2000, 1, W)];
+            assert!(parse_request(&c, mem).is_err());
+            let c = [d(0x100, 16, N), d(0x1000, 1024, N), d(0x2000, 1, W)];
+            assert_eq!(parse_request(&c, mem).unwrap().data_len, 1024);
+        });
+    }
+}
