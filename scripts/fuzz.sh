@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 target_arg=${1:-all}
 secs=${2:-60}
 triple=x86_64-unknown-linux-gnu
-all=(memory_access loader buses lookup_tables control)
+all=(memory_access loader buses lookup_tables control virtio_blk_request)
 
 if [ "$target_arg" = all ]; then
     targets=("${all[@]}")

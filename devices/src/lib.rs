@@ -19,6 +19,7 @@ mod error;
 mod i8042;
 mod serial;
 mod testdev;
+pub mod virtio;
 
 pub use acpi_sleep::AcpiSleep;
 pub use bus::{Access, Bus, BusDevice, BusStats, ExitRequest};
