@@ -27,15 +27,24 @@ pub const MARKER: &str = "RVMM-LINUX-BOOTED";
 /// The action comes from `/etc/rvmm-action` when an archive appended to the initramfs
 /// provides that file (so the kernel command line can stay the VMM's default), else from
 /// `rvmm.action=` on the kernel command line.
+///
+/// With `root=` on the kernel command line it first sources [`ROOT_SCRIPT`], which mounts
+/// that root and `switch_root`s to it (or prints `RVMM-ROOT-FAILED` and powers off), so
+/// nothing after that line runs. Without `root=` it does exactly the above.
 pub const INIT_SCRIPT: &str = "#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 action=poweroff
+root=
 for arg in $(cat /proc/cmdline); do
-    case $arg in rvmm.action=*) action=${arg#rvmm.action=} ;; esac
+    case $arg in
+        rvmm.action=*) action=${arg#rvmm.action=} ;;
+        root=*) root=${arg#root=} ;;
+    esac
 done
+[ -n \"$root\" ] && . /lib/rvmm/mount-root
 [ -s /etc/rvmm-action ] && action=$(cat /etc/rvmm-action)
 echo RVMM-LINUX-BOOTED
 echo \"uptime: $(cut -d' ' -f1 /proc/uptime)\"
@@ -57,6 +66,91 @@ echo \"rvmm-linux: $action did not stop the machine\"
 poweroff -f
 ";
 
+/// The line [`ROOT_SCRIPT`] prints just before `switch_root`, followed by the device and
+/// `rw` or `ro` (`RVMM-ROOT-MOUNTED /dev/vda rw`).
+pub const ROOT_MARKER: &str = "RVMM-ROOT-MOUNTED";
+
+/// The line every failure of [`ROOT_SCRIPT`] starts with, followed by the reason; the guest
+/// then powers off instead of waiting forever.
+pub const ROOT_FAILED: &str = "RVMM-ROOT-FAILED";
+
+/// Where [`ROOT_SCRIPT`] sits in the archive (sourced by `/init`, so it runs as PID 1).
+pub const ROOT_SCRIPT_PATH: &str = "lib/rvmm/mount-root";
+
+/// The directory holding the kernel modules (`NAME.ko`, uncompressed) and [`LOAD_ORDER`].
+pub const MODULE_DIR: &str = "lib/modules";
+
+/// The file listing the modules in [`MODULE_DIR`] in load order, one name a line.
+pub const LOAD_ORDER: &str = "lib/modules/load-order";
+
+/// The root-disk boot, sourced by `/init` when `root=DEVICE` is on the command line:
+///
+/// 1. reads `ro`/`rw` (the last one wins; `ro` when neither, the kernel's own default),
+///    `rootfstype=` (default `ext4`) and `rvmm.rootwait=SECONDS` (default 10);
+/// 2. `insmod`s every module in [`LOAD_ORDER`] (dependencies first; busybox's `insmod`
+///    resolves nothing itself);
+/// 3. waits for the block device, polling every 0.1 s up to the bound;
+/// 4. mounts it on `/newroot`, checks for an executable `/sbin/init`, prints [`ROOT_MARKER`],
+///    moves `/dev` over, unmounts `/proc` and `/sys` and `exec`s `switch_root`.
+///
+/// Every failure prints [`ROOT_FAILED`] with the reason and powers off.
+pub const ROOT_SCRIPT: &str = "# Sourced by /init (PID 1) when root= is on the kernel command line.
+rvmm_fail() {
+    echo \"RVMM-ROOT-FAILED: $*\"
+    echo 'rvmm-linux: powering off'
+    poweroff -f
+    sleep 5
+    echo 'rvmm-linux: poweroff did not stop the machine'
+    while :; do sleep 3600; done
+}
+mode=ro
+fstype=ext4
+wait=10
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        ro) mode=ro ;;
+        rw) mode=rw ;;
+        rootfstype=*) fstype=${arg#rootfstype=} ;;
+        rvmm.rootwait=*) wait=${arg#rvmm.rootwait=} ;;
+    esac
+done
+case $wait in
+    '' | *[!0-9]*) rvmm_fail \"rvmm.rootwait=$wait is not a whole number of seconds\" ;;
+esac
+case $root in
+    /dev/*) ;;
+    *) rvmm_fail \"root=$root: only device paths are supported (root=/dev/vda)\" ;;
+esac
+echo \"rvmm-linux: root $root ($fstype, $mode)\"
+if [ -s /lib/modules/load-order ]; then
+    for m in $(cat /lib/modules/load-order); do
+        insmod \"/lib/modules/$m.ko\" || rvmm_fail \"insmod $m failed (the kernel's message is above)\"
+    done
+    echo \"rvmm-linux: modules loaded: $(cat /lib/modules/load-order | tr '\\n' ' ')\"
+else
+    echo 'rvmm-linux: this initramfs carries no modules: the root device driver must be built in'
+fi
+tries=$((wait * 10))
+while [ ! -b \"$root\" ]; do
+    if [ \"$tries\" -le 0 ]; then
+        rvmm_fail \"$root did not appear within ${wait}s (is a virtio-mmio disk described in the ACPI DSDT? block devices: $(ls /sys/class/block | tr '\\n' ' '))\"
+    fi
+    tries=$((tries - 1))
+    usleep 100000
+done
+mkdir -p /newroot
+mount -t \"$fstype\" -o \"$mode\" \"$root\" /newroot || rvmm_fail \"mount -t $fstype -o $mode $root /newroot failed\"
+if [ ! -x /newroot/sbin/init ]; then
+    umount /newroot
+    rvmm_fail \"$root has no executable /sbin/init\"
+fi
+echo \"RVMM-ROOT-MOUNTED $root $mode\"
+mount --move /dev /newroot/dev 2>/dev/null || umount -l /dev
+umount /sys
+umount /proc
+exec switch_root /newroot /sbin/init
+";
+
 /// A one-file archive that sets the guest's action (see [`INIT_SCRIPT`]): append it, gzip'd
 /// ([`Archive::to_cpio_gz`]), to the initramfs (`cat initramfs.cpio.gz action.cpio.gz >
 /// initrd`; Linux unpacks both in turn. Uncompressed, it would have to start at a 4-byte
@@ -67,17 +161,23 @@ pub fn action_overlay(action: &str) -> Result<Archive, BadPath> {
     Ok(a)
 }
 
-/// The applets `/init` needs, linked even when the busybox binary cannot list its own.
+/// The applets `/init` and [`ROOT_SCRIPT`] need, linked even when the busybox binary cannot list its own.
 pub const REQUIRED_APPLETS: &[&str] = &[
     "bin/cat",
     "bin/echo",
     "bin/grep",
+    "bin/ls",
+    "bin/mkdir",
     "bin/mount",
     "bin/sh",
     "bin/sleep",
+    "bin/umount",
     "bin/uname",
+    "bin/usleep",
+    "sbin/insmod",
     "sbin/poweroff",
     "sbin/reboot",
+    "sbin/switch_root",
     "usr/bin/cut",
     "usr/bin/nproc",
     "usr/bin/tr",
@@ -312,8 +412,8 @@ pub fn applet_paths(list_full: &str) -> Vec<String> {
 }
 
 /// The Linux guest's initramfs: [`DIRS`], `/dev/console` (5:1), `/dev/null` (1:3), busybox
-/// at `/bin/busybox`, a symbolic link to it for every applet path, and [`INIT_SCRIPT`] as
-/// `/init`.
+/// at `/bin/busybox`, a symbolic link to it for every applet path, [`INIT_SCRIPT`] as
+/// `/init` and [`ROOT_SCRIPT`] (no kernel modules: see [`add_modules`]).
 pub fn linux_guest(busybox: Vec<u8>, applets: &[String]) -> Result<Archive, BadPath> {
     let mut a = Archive::new();
     for d in DIRS {
@@ -328,7 +428,28 @@ pub fn linux_guest(busybox: Vec<u8>, applets: &[String]) -> Result<Archive, BadP
         }
     }
     a.file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?;
+    a.file(ROOT_SCRIPT_PATH, 0o644, ROOT_SCRIPT.as_bytes().to_vec())?;
     Ok(a)
+}
+
+/// Adds kernel modules, given as (name, uncompressed `.ko` bytes) in load order (as
+/// [`crate::images::kmod::load_order`] gives them): each as `lib/modules/NAME.ko`, and
+/// [`LOAD_ORDER`] listing the names in that order. A name that is not a plain file name is
+/// refused.
+pub fn add_modules(a: &mut Archive, modules: &[(String, Vec<u8>)]) -> Result<(), BadPath> {
+    let mut order = String::new();
+    for (name, ko) in modules {
+        if name.contains('/') || name.chars().any(char::is_whitespace) {
+            return Err(BadPath(name.clone()));
+        }
+        a.file(&format!("{MODULE_DIR}/{name}.ko"), 0o644, ko.clone())?;
+        order.push_str(name);
+        order.push('\n');
+    }
+    if !modules.is_empty() {
+        a.file(LOAD_ORDER, 0o644, order.into_bytes())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
