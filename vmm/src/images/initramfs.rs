@@ -90,7 +90,8 @@ pub const LOAD_ORDER: &str = "lib/modules/load-order";
 /// 2. `insmod`s every module in [`LOAD_ORDER`] (dependencies first; busybox's `insmod`
 ///    resolves nothing itself);
 /// 3. waits for the block device, polling every 0.1 s up to the bound;
-/// 4. mounts it on `/newroot`, checks for an executable `/sbin/init`, prints [`ROOT_MARKER`],
+/// 4. mounts it on `/newroot` (read-only if the device is, as the kernel does), checks for
+///    an executable `/sbin/init`, prints [`ROOT_MARKER`] with the mode it got,
 ///    moves `/dev` over, unmounts `/proc` and `/sys` and `exec`s `switch_root`.
 ///
 /// Every failure prints [`ROOT_FAILED`] with the reason and powers off.
@@ -144,7 +145,11 @@ if [ ! -x /newroot/sbin/init ]; then
     umount /newroot
     rvmm_fail \"$root has no executable /sbin/init\"
 fi
-echo \"RVMM-ROOT-MOUNTED $root $mode\"
+# mount, like the kernel, falls back to read-only when the device itself is (virtio's F_RO):
+# the marker says what was mounted.
+got=$(grep ' /newroot ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)
+[ \"$got\" = \"$mode\" ] || echo \"rvmm-linux: asked $mode, mounted $got: the device is read-only\"
+echo \"RVMM-ROOT-MOUNTED $root $got\"
 mount --move /dev /newroot/dev 2>/dev/null || umount -l /dev
 umount /sys
 umount /proc
@@ -585,6 +590,112 @@ mod tests {
             assert_eq!(r.data, b"/bin/busybox");
         }
         assert!(!names.iter().any(|n| n.contains("evil")));
+    }
+
+    /// The archive with modules as mkinitramfs adds them (in load order).
+    fn with_modules() -> Archive {
+        let mut a = sample();
+        let ko = |tag: u8| (0..3000u32).map(|i| (i as u8) ^ tag).collect::<Vec<u8>>();
+        let mods = [
+            ("virtio_ring".to_string(), ko(1)),
+            ("virtio".to_string(), ko(2)),
+            ("virtio_mmio".to_string(), ko(3)),
+            ("virtio_blk".to_string(), ko(4)),
+        ];
+        add_modules(&mut a, &mods).unwrap();
+        a
+    }
+
+    #[test]
+    fn modules_and_their_load_order_are_in_the_archive() {
+        let a = with_modules();
+        let recs = read_newc(&gunzip(&a.to_cpio_gz()));
+        let by_name = |n: &str| recs.iter().find(|r| r.name == n);
+        let order = by_name(LOAD_ORDER).expect("load-order");
+        assert_eq!(
+            order.data,
+            b"virtio_ring\nvirtio\nvirtio_mmio\nvirtio_blk\n"
+        );
+        for (i, m) in ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"]
+            .iter()
+            .enumerate()
+        {
+            let r = by_name(&format!("{MODULE_DIR}/{m}.ko")).unwrap_or_else(|| panic!("{m}"));
+            assert_eq!(r.mode, 0o100644);
+            assert_eq!(r.data.len(), 3000);
+            assert_eq!(r.data[5], 5 ^ (i as u8 + 1), "{m}: its own bytes");
+        }
+        // Reproducible with modules too.
+        assert_eq!(a.to_cpio_gz(), with_modules().to_cpio_gz());
+        // No modules: no load-order file (the root script says so at boot).
+        let plain = read_newc(&sample().to_cpio());
+        assert!(!plain.iter().any(|r| r.name.starts_with(MODULE_DIR)));
+        let script = plain.iter().find(|r| r.name == ROOT_SCRIPT_PATH).unwrap();
+        assert_eq!(script.data, ROOT_SCRIPT.as_bytes());
+        // A module name that would escape the folder or break the list is refused.
+        for bad in ["../x", "a b", "a\nb"] {
+            let mut x = Archive::new();
+            assert!(
+                add_modules(&mut x, &[(bad.to_string(), vec![1])]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn init_sources_the_root_script_only_with_root_and_the_scripts_parse() {
+        // The root path is a sourced file guarded by root=: without it /init is as before.
+        assert!(INIT_SCRIPT.contains("root=*) root=${arg#root=} ;;"));
+        assert!(INIT_SCRIPT.contains("[ -n \"$root\" ] && . /lib/rvmm/mount-root\n"));
+        assert_eq!(format!("/{ROOT_SCRIPT_PATH}"), "/lib/rvmm/mount-root");
+        for needle in [
+            ROOT_MARKER,
+            ROOT_FAILED,
+            "insmod \"/lib/modules/$m.ko\"",
+            "/lib/modules/load-order",
+            "mount -t \"$fstype\" -o \"$mode\" \"$root\" /newroot",
+            "exec switch_root /newroot /sbin/init",
+            "poweroff -f",
+        ] {
+            assert!(ROOT_SCRIPT.contains(needle), "{needle}");
+        }
+        assert_eq!(format!("/{LOAD_ORDER}"), "/lib/modules/load-order");
+        // ro is the default, as for the kernel's own root mount.
+        assert!(ROOT_SCRIPT.starts_with("# Sourced") && ROOT_SCRIPT.contains("\nmode=ro\n"));
+        // Every command the scripts run is a linked applet.
+        for cmd in [
+            "insmod",
+            "usleep",
+            "switch_root",
+            "mkdir",
+            "umount",
+            "ls",
+            "tr",
+            "mount",
+            "poweroff",
+            "sleep",
+            "cut",
+            "grep",
+        ] {
+            assert!(
+                REQUIRED_APPLETS
+                    .iter()
+                    .any(|a| a.rsplit('/').next() == Some(cmd)),
+                "{cmd} is not in REQUIRED_APPLETS"
+            );
+        }
+        // Both parse as POSIX shell (the host's sh -n: syntax only, nothing runs).
+        for (what, text) in [("init", INIT_SCRIPT), ("root", ROOT_SCRIPT)] {
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", text])
+                .output()
+                .expect("running sh -n");
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     #[test]
