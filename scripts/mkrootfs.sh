@@ -11,8 +11,9 @@
 # contents over the tree too (tests add their own tasks under DIR/etc/rvmm/run/).
 #
 # No root privileges, no loop mount: `mkfs.ext4 -d TREE -E root_owner=0:0` writes the tree
-# straight into the image file (e2fsprogs >= 1.43). Fixed UUID, hash seed and time, so the
-# same inputs give the same image bytes. Idempotent: IMAGE is rewritten on every run (a boot
+# straight into the image file (e2fsprogs >= 1.43). Fixed UUID, hash seed and file times, but
+# NOT byte-reproducible: two runs still differ in a few bytes mkfs writes (not investigated).
+# Idempotent: IMAGE is rewritten on every run (a boot
 # that wrote to it does not leak into the next test); the staged tree and blkbench are cached
 # in $ROOTFS_CACHE (default .cache/rootfs/) and rebuilt only when their inputs change.
 # e2fsprogs is installed with apt-get only if mkfs.ext4 is missing (that needs root).
@@ -91,7 +92,7 @@ if [ -n "${MKROOTFS_EXTRA:-}" ]; then
     [ -d "$MKROOTFS_EXTRA" ] || die "MKROOTFS_EXTRA=$MKROOTFS_EXTRA is not a directory"
     cp -r "$MKROOTFS_EXTRA"/. "$tree/"
 fi
-# Same bytes every time: fixed mtimes in the tree and fixed mkfs UUID, seed and clock.
+# Fixed mtimes in the tree and a fixed mkfs UUID, hash seed and clock.
 find "$tree" -exec touch -h -d @0 {} +
 
 tmp=$image.tmp.$$
