@@ -247,7 +247,10 @@ fn fadt(dsdt: u64) -> Vec<u8> {
 /// The virtio-mmio devices are how a kernel without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`
 /// (Debian's cloud kernel) finds the transports: its `virtio_mmio` driver binds to
 /// `LNRO0005` platform devices and takes the window and the interrupt from `_CRS`. QEMU's
-/// `microvm` describes its transports the same way. An edge-triggered interrupt suits irqfd.
+/// `microvm` describes its transports the same way, but declares them level-triggered: its
+/// emulated line stays up until the guest acknowledges. Here the interrupt is edge-triggered
+/// because it arrives through an irqfd, which pulses the GSI (a level pin would need
+/// `KVM_IRQFD_FLAG_RESAMPLE` and a resample eventfd to lower it).
 pub fn dsdt_aml(virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     use aml::{device, eisa_id, integer, io, irq_no_flags, name, package, resource_template};
     let s5 = name(
