@@ -5,7 +5,9 @@
 #
 # On a Debian or Ubuntu machine this produces, installing nothing on the host:
 #   $LINUX_GUEST_CACHE/bzImage             the kernel of linux-image-<ver>-cloud-amd64
-#   $LINUX_GUEST_CACHE/initramfs.cpio.gz   busybox-static + /init (prints RVMM-LINUX-BOOTED)
+#   $LINUX_GUEST_CACHE/initramfs.cpio.gz   busybox-static + /init (prints RVMM-LINUX-BOOTED;
+#                                          with root= it loads the virtio block modules it
+#                                          carries and switch_roots to the disk)
 # LINUX_GUEST_CACHE defaults to .cache/linux-guest/ in the repository (git-ignored).
 #
 # How: `apt-get download` of linux-image-cloud-amd64 (the meta-package, only to read which
@@ -124,14 +126,20 @@ fi
 [ "$(dd if="$cache/bzImage" bs=1 skip=514 count=4 2>/dev/null)" = HdrS ] ||
     die "$cache/bzImage is not a bzImage"
 
+# The kernel's module directory: the initramfs carries the virtio block modules (and what
+# they depend on) from it, so that root=/dev/vda works.
+moddir=$(compgen -G "$cache/kernel/lib/modules/*" | head -n 1)
+[ -n "$moddir" ] && [ -d "$moddir/kernel" ] ||
+    die "$cache/kernel has no lib/modules/<release>/kernel (LINUX_GUEST_REFRESH=1 fetches again)"
+
 initramfs=$cache/initramfs.cpio.gz
 if [ -n "${MKINITRAMFS:-}" ]; then
-    "$MKINITRAMFS" "$cache/busybox/bin/busybox" "$initramfs" >&2
+    "$MKINITRAMFS" --modules "$moddir" "$cache/busybox/bin/busybox" "$initramfs" >&2
 else
     command -v "${CARGO:-cargo}" >/dev/null ||
         die "cargo is missing: the initramfs is written by the project's mkinitramfs (see README for the Rust set-up), or set MKINITRAMFS"
     (cd "$repo" && "${CARGO:-cargo}" run --release --quiet -p vmm --bin mkinitramfs -- \
-        "$cache/busybox/bin/busybox" "$initramfs") >&2
+        --modules "$moddir" "$cache/busybox/bin/busybox" "$initramfs") >&2
 fi
 
 echo "kernel:    $cache/bzImage"

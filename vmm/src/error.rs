@@ -191,6 +191,18 @@ pub enum Error {
     /// A device could not be set up.
     #[error("device set-up: {0}")]
     Device(#[from] devices::Error),
+    /// A kernel module for the initramfs could not be found, read or ordered.
+    #[error(
+        "kernel module {module}: {reason}. Check the module directory passed to mkinitramfs \
+         (scripts/fetch-linux-guest.sh extracts it from the kernel package; \
+         LINUX_GUEST_REFRESH=1 fetches it again)"
+    )]
+    KernelModule {
+        /// The module (or file) concerned.
+        module: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An OS call failed.
     #[error("{what}: {source}")]
     Io {

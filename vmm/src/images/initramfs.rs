@@ -27,15 +27,24 @@ pub const MARKER: &str = "RVMM-LINUX-BOOTED";
 /// The action comes from `/etc/rvmm-action` when an archive appended to the initramfs
 /// provides that file (so the kernel command line can stay the VMM's default), else from
 /// `rvmm.action=` on the kernel command line.
+///
+/// With `root=` on the kernel command line it first sources [`ROOT_SCRIPT`], which mounts
+/// that root and `switch_root`s to it (or prints `RVMM-ROOT-FAILED` and powers off), so
+/// nothing after that line runs. Without `root=` it does exactly the above.
 pub const INIT_SCRIPT: &str = "#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 action=poweroff
+root=
 for arg in $(cat /proc/cmdline); do
-    case $arg in rvmm.action=*) action=${arg#rvmm.action=} ;; esac
+    case $arg in
+        rvmm.action=*) action=${arg#rvmm.action=} ;;
+        root=*) root=${arg#root=} ;;
+    esac
 done
+[ -n \"$root\" ] && . /lib/rvmm/mount-root
 [ -s /etc/rvmm-action ] && action=$(cat /etc/rvmm-action)
 echo RVMM-LINUX-BOOTED
 echo \"uptime: $(cut -d' ' -f1 /proc/uptime)\"
@@ -57,6 +66,96 @@ echo \"rvmm-linux: $action did not stop the machine\"
 poweroff -f
 ";
 
+/// The line [`ROOT_SCRIPT`] prints just before `switch_root`, followed by the device and
+/// `rw` or `ro` (`RVMM-ROOT-MOUNTED /dev/vda rw`).
+pub const ROOT_MARKER: &str = "RVMM-ROOT-MOUNTED";
+
+/// The line every failure of [`ROOT_SCRIPT`] starts with, followed by the reason; the guest
+/// then powers off instead of waiting forever.
+pub const ROOT_FAILED: &str = "RVMM-ROOT-FAILED";
+
+/// Where [`ROOT_SCRIPT`] sits in the archive (sourced by `/init`, so it runs as PID 1).
+pub const ROOT_SCRIPT_PATH: &str = "lib/rvmm/mount-root";
+
+/// The directory holding the kernel modules (`NAME.ko`, uncompressed) and [`LOAD_ORDER`].
+pub const MODULE_DIR: &str = "lib/modules";
+
+/// The file listing the modules in [`MODULE_DIR`] in load order, one name a line.
+pub const LOAD_ORDER: &str = "lib/modules/load-order";
+
+/// The root-disk boot, sourced by `/init` when `root=DEVICE` is on the command line:
+///
+/// 1. reads `ro`/`rw` (the last one wins; `ro` when neither, the kernel's own default),
+///    `rootfstype=` (default `ext4`) and `rvmm.rootwait=SECONDS` (default 10);
+/// 2. `insmod`s every module in [`LOAD_ORDER`] (dependencies first; busybox's `insmod`
+///    resolves nothing itself);
+/// 3. waits for the block device, polling every 0.1 s up to the bound;
+/// 4. mounts it on `/newroot` (read-only if the device is, as the kernel does), checks for
+///    an executable `/sbin/init`, prints [`ROOT_MARKER`] with the mode it got,
+///    moves `/dev` over, unmounts `/proc` and `/sys` and `exec`s `switch_root`.
+///
+/// Every failure prints [`ROOT_FAILED`] with the reason and powers off.
+pub const ROOT_SCRIPT: &str = "# Sourced by /init (PID 1) when root= is on the kernel command line.
+rvmm_fail() {
+    echo \"RVMM-ROOT-FAILED: $*\"
+    echo 'rvmm-linux: powering off'
+    poweroff -f
+    sleep 5
+    echo 'rvmm-linux: poweroff did not stop the machine'
+    while :; do sleep 3600; done
+}
+mode=ro
+fstype=ext4
+wait=10
+for arg in $(cat /proc/cmdline); do
+    case $arg in
+        ro) mode=ro ;;
+        rw) mode=rw ;;
+        rootfstype=*) fstype=${arg#rootfstype=} ;;
+        rvmm.rootwait=*) wait=${arg#rvmm.rootwait=} ;;
+    esac
+done
+case $wait in
+    '' | *[!0-9]*) rvmm_fail \"rvmm.rootwait=$wait is not a whole number of seconds\" ;;
+esac
+case $root in
+    /dev/*) ;;
+    *) rvmm_fail \"root=$root: only device paths are supported (root=/dev/vda)\" ;;
+esac
+echo \"rvmm-linux: root $root ($fstype, $mode)\"
+if [ -s /lib/modules/load-order ]; then
+    for m in $(cat /lib/modules/load-order); do
+        insmod \"/lib/modules/$m.ko\" || rvmm_fail \"insmod $m failed (the kernel's message is above)\"
+    done
+    echo \"rvmm-linux: modules loaded: $(cat /lib/modules/load-order | tr '\\n' ' ')\"
+else
+    echo 'rvmm-linux: this initramfs carries no modules: the root device driver must be built in'
+fi
+tries=$((wait * 10))
+while [ ! -b \"$root\" ]; do
+    if [ \"$tries\" -le 0 ]; then
+        rvmm_fail \"$root did not appear within ${wait}s (is a virtio-mmio disk described in the ACPI DSDT? block devices: $(ls /sys/class/block | tr '\\n' ' '))\"
+    fi
+    tries=$((tries - 1))
+    usleep 100000
+done
+mkdir -p /newroot
+mount -t \"$fstype\" -o \"$mode\" \"$root\" /newroot || rvmm_fail \"mount -t $fstype -o $mode $root /newroot failed\"
+if [ ! -x /newroot/sbin/init ]; then
+    umount /newroot
+    rvmm_fail \"$root has no executable /sbin/init\"
+fi
+# mount, like the kernel, falls back to read-only when the device itself is (virtio's F_RO):
+# the marker says what was mounted.
+got=$(grep ' /newroot ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)
+[ \"$got\" = \"$mode\" ] || echo \"rvmm-linux: asked $mode, mounted $got: the device is read-only\"
+echo \"RVMM-ROOT-MOUNTED $root $got\"
+mount --move /dev /newroot/dev 2>/dev/null || umount -l /dev
+umount /sys
+umount /proc
+exec switch_root /newroot /sbin/init
+";
+
 /// A one-file archive that sets the guest's action (see [`INIT_SCRIPT`]): append it, gzip'd
 /// ([`Archive::to_cpio_gz`]), to the initramfs (`cat initramfs.cpio.gz action.cpio.gz >
 /// initrd`; Linux unpacks both in turn. Uncompressed, it would have to start at a 4-byte
@@ -67,17 +166,23 @@ pub fn action_overlay(action: &str) -> Result<Archive, BadPath> {
     Ok(a)
 }
 
-/// The applets `/init` needs, linked even when the busybox binary cannot list its own.
+/// The applets `/init` and [`ROOT_SCRIPT`] need, linked even when the busybox binary cannot list its own.
 pub const REQUIRED_APPLETS: &[&str] = &[
     "bin/cat",
     "bin/echo",
     "bin/grep",
+    "bin/ls",
+    "bin/mkdir",
     "bin/mount",
     "bin/sh",
     "bin/sleep",
+    "bin/umount",
     "bin/uname",
+    "bin/usleep",
+    "sbin/insmod",
     "sbin/poweroff",
     "sbin/reboot",
+    "sbin/switch_root",
     "usr/bin/cut",
     "usr/bin/nproc",
     "usr/bin/tr",
@@ -312,8 +417,8 @@ pub fn applet_paths(list_full: &str) -> Vec<String> {
 }
 
 /// The Linux guest's initramfs: [`DIRS`], `/dev/console` (5:1), `/dev/null` (1:3), busybox
-/// at `/bin/busybox`, a symbolic link to it for every applet path, and [`INIT_SCRIPT`] as
-/// `/init`.
+/// at `/bin/busybox`, a symbolic link to it for every applet path, [`INIT_SCRIPT`] as
+/// `/init` and [`ROOT_SCRIPT`] (no kernel modules: see [`add_modules`]).
 pub fn linux_guest(busybox: Vec<u8>, applets: &[String]) -> Result<Archive, BadPath> {
     let mut a = Archive::new();
     for d in DIRS {
@@ -328,7 +433,28 @@ pub fn linux_guest(busybox: Vec<u8>, applets: &[String]) -> Result<Archive, BadP
         }
     }
     a.file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec())?;
+    a.file(ROOT_SCRIPT_PATH, 0o644, ROOT_SCRIPT.as_bytes().to_vec())?;
     Ok(a)
+}
+
+/// Adds kernel modules, given as (name, uncompressed `.ko` bytes) in load order (as
+/// [`crate::images::kmod::load_order`] gives them): each as `lib/modules/NAME.ko`, and
+/// [`LOAD_ORDER`] listing the names in that order. A name that is not a plain file name is
+/// refused.
+pub fn add_modules(a: &mut Archive, modules: &[(String, Vec<u8>)]) -> Result<(), BadPath> {
+    let mut order = String::new();
+    for (name, ko) in modules {
+        if name.contains('/') || name.chars().any(char::is_whitespace) {
+            return Err(BadPath(name.clone()));
+        }
+        a.file(&format!("{MODULE_DIR}/{name}.ko"), 0o644, ko.clone())?;
+        order.push_str(name);
+        order.push('\n');
+    }
+    if !modules.is_empty() {
+        a.file(LOAD_ORDER, 0o644, order.into_bytes())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -464,6 +590,112 @@ mod tests {
             assert_eq!(r.data, b"/bin/busybox");
         }
         assert!(!names.iter().any(|n| n.contains("evil")));
+    }
+
+    /// The archive with modules as mkinitramfs adds them (in load order).
+    fn with_modules() -> Archive {
+        let mut a = sample();
+        let ko = |tag: u8| (0..3000u32).map(|i| (i as u8) ^ tag).collect::<Vec<u8>>();
+        let mods = [
+            ("virtio_ring".to_string(), ko(1)),
+            ("virtio".to_string(), ko(2)),
+            ("virtio_mmio".to_string(), ko(3)),
+            ("virtio_blk".to_string(), ko(4)),
+        ];
+        add_modules(&mut a, &mods).unwrap();
+        a
+    }
+
+    #[test]
+    fn modules_and_their_load_order_are_in_the_archive() {
+        let a = with_modules();
+        let recs = read_newc(&gunzip(&a.to_cpio_gz()));
+        let by_name = |n: &str| recs.iter().find(|r| r.name == n);
+        let order = by_name(LOAD_ORDER).expect("load-order");
+        assert_eq!(
+            order.data,
+            b"virtio_ring\nvirtio\nvirtio_mmio\nvirtio_blk\n"
+        );
+        for (i, m) in ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"]
+            .iter()
+            .enumerate()
+        {
+            let r = by_name(&format!("{MODULE_DIR}/{m}.ko")).unwrap_or_else(|| panic!("{m}"));
+            assert_eq!(r.mode, 0o100644);
+            assert_eq!(r.data.len(), 3000);
+            assert_eq!(r.data[5], 5 ^ (i as u8 + 1), "{m}: its own bytes");
+        }
+        // Reproducible with modules too.
+        assert_eq!(a.to_cpio_gz(), with_modules().to_cpio_gz());
+        // No modules: no load-order file (the root script says so at boot).
+        let plain = read_newc(&sample().to_cpio());
+        assert!(!plain.iter().any(|r| r.name.starts_with(MODULE_DIR)));
+        let script = plain.iter().find(|r| r.name == ROOT_SCRIPT_PATH).unwrap();
+        assert_eq!(script.data, ROOT_SCRIPT.as_bytes());
+        // A module name that would escape the folder or break the list is refused.
+        for bad in ["../x", "a b", "a\nb"] {
+            let mut x = Archive::new();
+            assert!(
+                add_modules(&mut x, &[(bad.to_string(), vec![1])]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn init_sources_the_root_script_only_with_root_and_the_scripts_parse() {
+        // The root path is a sourced file guarded by root=: without it /init is as before.
+        assert!(INIT_SCRIPT.contains("root=*) root=${arg#root=} ;;"));
+        assert!(INIT_SCRIPT.contains("[ -n \"$root\" ] && . /lib/rvmm/mount-root\n"));
+        assert_eq!(format!("/{ROOT_SCRIPT_PATH}"), "/lib/rvmm/mount-root");
+        for needle in [
+            ROOT_MARKER,
+            ROOT_FAILED,
+            "insmod \"/lib/modules/$m.ko\"",
+            "/lib/modules/load-order",
+            "mount -t \"$fstype\" -o \"$mode\" \"$root\" /newroot",
+            "exec switch_root /newroot /sbin/init",
+            "poweroff -f",
+        ] {
+            assert!(ROOT_SCRIPT.contains(needle), "{needle}");
+        }
+        assert_eq!(format!("/{LOAD_ORDER}"), "/lib/modules/load-order");
+        // ro is the default, as for the kernel's own root mount.
+        assert!(ROOT_SCRIPT.starts_with("# Sourced") && ROOT_SCRIPT.contains("\nmode=ro\n"));
+        // Every command the scripts run is a linked applet.
+        for cmd in [
+            "insmod",
+            "usleep",
+            "switch_root",
+            "mkdir",
+            "umount",
+            "ls",
+            "tr",
+            "mount",
+            "poweroff",
+            "sleep",
+            "cut",
+            "grep",
+        ] {
+            assert!(
+                REQUIRED_APPLETS
+                    .iter()
+                    .any(|a| a.rsplit('/').next() == Some(cmd)),
+                "{cmd} is not in REQUIRED_APPLETS"
+            );
+        }
+        // Both parse as POSIX shell (the host's sh -n: syntax only, nothing runs).
+        for (what, text) in [("init", INIT_SCRIPT), ("root", ROOT_SCRIPT)] {
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", text])
+                .output()
+                .expect("running sh -n");
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     #[test]

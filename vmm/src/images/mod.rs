@@ -2,3 +2,4 @@
 
 pub mod guest_image;
 pub mod initramfs;
+pub mod kmod;

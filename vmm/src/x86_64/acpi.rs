@@ -24,7 +24,7 @@
 
 pub mod aml;
 
-use crate::x86_64::layout::{EBDA, HIGH_MEM, IOAPIC, LAPIC};
+use crate::x86_64::layout::{VirtioMmioSlot, EBDA, HIGH_MEM, IOAPIC, LAPIC};
 
 /// Where the tables start: the BIOS read-only area, above the MP table in the EBDA.
 pub const ACPI_START: u64 = 0xe_0000;
@@ -55,6 +55,8 @@ pub const SLEEP_STATUS_PORT: u16 = SLEEP_CONTROL_PORT + 1;
 /// The SLP_TYP value `\_S5` gives (what the sleep device recognizes as power-off).
 pub const S5_SLP_TYP: u8 = devices::AcpiSleep::S5_SLP_TYP;
 
+/// The `_HID` Linux's `virtio_mmio` driver matches (its ACPI ID table).
+pub const VIRTIO_MMIO_HID: &str = "LNRO0005";
 const OEM_ID: &[u8; 6] = b"RVMM  ";
 const OEM_TABLE_ID: &[u8; 8] = b"RVMMACPI";
 const CREATOR_ID: &[u8; 4] = b"RVMM";
@@ -230,9 +232,26 @@ fn fadt(dsdt: u64) -> Vec<u8> {
 ///         Name (_STA, 0x0F)
 ///         Name (_CRS, ResourceTemplate () { IO (Decode16, 0x0505, 0x0505, 0x01, 0x01) })
 ///     }
+///     Device (VIO0) {                         // one per virtio-mmio transport, if any
+///         Name (_HID, "LNRO0005")             // virtio-mmio (Linux's virtio_mmio driver)
+///         Name (_UID, 0)                      // the slot
+///         Name (_CCA, One)                    // DMA is cache-coherent
+///         Name (_CRS, ResourceTemplate () {
+///             Memory32Fixed (ReadWrite, 0xC0000000, 0x1000)
+///             Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 16 }
+///         })
+///     }
 /// }
 /// ```
-pub fn dsdt_aml() -> Vec<u8> {
+///
+/// The virtio-mmio devices are how a kernel without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`
+/// (Debian's cloud kernel) finds the transports: its `virtio_mmio` driver binds to
+/// `LNRO0005` platform devices and takes the window and the interrupt from `_CRS`. QEMU's
+/// `microvm` describes its transports the same way, but declares them level-triggered: its
+/// emulated line stays up until the guest acknowledges. Here the interrupt is edge-triggered
+/// because it arrives through an irqfd, which pulses the GSI (a level pin would need
+/// `KVM_IRQFD_FLAG_RESAMPLE` and a resample eventfd to lower it).
+pub fn dsdt_aml(virtio_mmio: &[VirtioMmioSlot]) -> Vec<u8> {
     use aml::{device, eisa_id, integer, io, irq_no_flags, name, package, resource_template};
     let s5 = name(
         "_S5",
@@ -266,7 +285,42 @@ pub fn dsdt_aml() -> Vec<u8> {
             ),
         ],
     );
-    [s5, aml::scope("\\_SB", &[com1, pvpanic])].concat()
+    let mut sb = vec![com1, pvpanic];
+    sb.extend(virtio_mmio.iter().map(virtio_mmio_device));
+    [s5, aml::scope("\\_SB", &sb)].concat()
+}
+
+/// The DSDT name of virtio-mmio slot `index` (`VIO0`... `VIO9`, then `VIOA`...).
+pub fn virtio_mmio_device_name(index: u32) -> String {
+    format!(
+        "VIO{}",
+        char::from_digit(index % 36, 36)
+            .expect("below 36")
+            .to_ascii_uppercase()
+    )
+}
+
+fn virtio_mmio_device(slot: &VirtioMmioSlot) -> Vec<u8> {
+    use aml::resource::{CONSUMER, EDGE};
+    use aml::{device, extended_interrupt, integer, memory32_fixed, name, resource_template};
+    // The layout keeps every slot below 4 GiB (asserted in its tests).
+    let base = u32::try_from(slot.base).expect("virtio-mmio windows are below 4 GiB");
+    let size = u32::try_from(slot.size).expect("virtio-mmio windows are small");
+    device(
+        &virtio_mmio_device_name(slot.index),
+        &[
+            name("_HID", &aml::string(VIRTIO_MMIO_HID)),
+            name("_UID", &integer(slot.index.into())),
+            name("_CCA", &integer(1)),
+            name(
+                "_CRS",
+                &resource_template(&[
+                    memory32_fixed(true, base, size),
+                    extended_interrupt(CONSUMER | EDGE, slot.gsi),
+                ]),
+            ),
+        ],
+    )
 }
 
 /// RSDP revision 2 (ACPI 2.0+): no RSDT, the XSDT's 64-bit address.
@@ -284,15 +338,21 @@ fn rsdp(xsdt: u64) -> Vec<u8> {
 }
 
 /// Builds the tables for `cpus` vCPUs at their fixed addresses from [`ACPI_START`], each on
-/// a 16-byte boundary.
+/// a 16-byte boundary, with no virtio-mmio devices.
 pub fn build(cpus: u8) -> AcpiTables {
+    build_with(cpus, &[])
+}
+
+/// [`build`] with a DSDT device for each virtio-mmio transport in `virtio_mmio` (slots from
+/// [`crate::x86_64::layout::virtio_mmio_slot`]).
+pub fn build_with(cpus: u8, virtio_mmio: &[VirtioMmioSlot]) -> AcpiTables {
     let align = |a: u64| a.next_multiple_of(16);
     let rsdp_addr = RSDP_ADDR;
     let xsdt_addr = align(rsdp_addr + 36);
     // The XSDT holds two pointers: the FADT and the MADT.
     let fadt_addr = align(xsdt_addr + 36 + 2 * 8);
     let dsdt_addr = align(fadt_addr + 276);
-    let dsdt = sdt(b"DSDT", 2, &dsdt_aml());
+    let dsdt = sdt(b"DSDT", 2, &dsdt_aml(virtio_mmio));
     let madt_addr = align(dsdt_addr + dsdt.len() as u64);
 
     let mut xsdt_body = Vec::new();
@@ -528,6 +588,68 @@ mod tests {
         assert_eq!((COM1_PORT, COM1_IRQ, PVPANIC_PORT), (0x3f8, 4, 0x505));
     }
 
+    fn dsdt_of(t: &AcpiTables) -> &[u8] {
+        &t.regions
+            .iter()
+            .find(|(_, b)| b.starts_with(b"DSDT"))
+            .unwrap()
+            .1
+    }
+
+    /// The `\_SB` devices of a DSDT.
+    fn sb_devices(dsdt: &[u8]) -> Vec<Term> {
+        let terms = decode::terms(&dsdt[36..]).unwrap();
+        let Some(Term::Scope(_, sb)) = terms.into_iter().find(|t| matches!(t, Term::Scope(..)))
+        else {
+            panic!("no \\_SB scope")
+        };
+        sb
+    }
+
+    #[test]
+    fn dsdt_describes_each_virtio_mmio_transport_with_its_window_and_gsi() {
+        use crate::x86_64::layout::{virtio_mmio_slot, VIRTIO_MMIO_SLOTS};
+        // None by default: the DSDT is exactly the one without virtio (today's guests).
+        assert_eq!(dsdt_of(&build(2)), dsdt_of(&build_with(2, &[])));
+        // Slots 0, 1 and the last (a transport need not be in slot 0).
+        let slots: Vec<_> = [0, 1, VIRTIO_MMIO_SLOTS - 1]
+            .iter()
+            .map(|&i| virtio_mmio_slot(i).unwrap())
+            .collect();
+        let t = build_with(2, &slots);
+        let dsdt = dsdt_of(&t);
+        assert_eq!(sum(dsdt), 0);
+        let sb = sb_devices(dsdt);
+        let devs = devices(&sb);
+        assert_eq!(devs.len(), 2 + slots.len(), "{:?}", devs.keys());
+        for slot in &slots {
+            let name = virtio_mmio_device_name(slot.index);
+            let d = names(devs[name.as_str()]);
+            assert_eq!(d["_HID"], &Obj::Str("LNRO0005".into()), "{name}");
+            assert_eq!(d["_UID"], &Obj::Int(slot.index.into()));
+            assert_eq!(d["_CCA"], &Obj::Int(1));
+            let r = crs(d["_CRS"]);
+            assert_eq!(r.len(), 3, "{r:?}");
+            // Memory32Fixed: read-write, base, length.
+            assert_eq!(r[0].0, 0x86);
+            let u32le = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
+            assert_eq!(r[0].1[0], 1, "ReadWrite");
+            assert_eq!(u64::from(u32le(&r[0].1[1..5])), slot.base);
+            assert_eq!(u64::from(u32le(&r[0].1[5..9])), slot.size);
+            // Extended interrupt: consumer, edge, active high, exclusive; one GSI.
+            assert_eq!(r[1].0, 0x89);
+            assert_eq!(r[1].1[0], 0b0011, "consumer | edge, active high, exclusive");
+            assert_eq!(r[1].1[1], 1, "one interrupt");
+            assert_eq!(u32le(&r[1].1[2..6]), slot.gsi);
+        }
+        // Names are distinct for every slot the layout has.
+        let all: std::collections::HashSet<_> = (0..VIRTIO_MMIO_SLOTS)
+            .map(virtio_mmio_device_name)
+            .collect();
+        assert_eq!(all.len(), VIRTIO_MMIO_SLOTS as usize);
+        assert!(all.iter().all(|n| n.len() == 4));
+    }
+
     #[test]
     fn fadt_sleep_registers_point_at_the_sleep_device_and_no_8042_is_claimed() {
         let t = build(2);
@@ -604,7 +726,11 @@ mod tests {
     #[test]
     fn tables_fit_between_the_mp_table_and_1_mib() {
         assert!(mptable_end_max() <= ACPI_START);
-        let t = build(254);
+        // The most CPUs and every virtio-mmio slot.
+        let slots: Vec<_> = (0..crate::x86_64::layout::VIRTIO_MMIO_SLOTS)
+            .map(|i| crate::x86_64::layout::virtio_mmio_slot(i).unwrap())
+            .collect();
+        let t = build_with(254, &slots);
         let (last, bytes) = t.regions.last().unwrap();
         assert!(last + bytes.len() as u64 <= ACPI_END);
         // Inside the area the e820 map reserves (EBDA..1 MiB).

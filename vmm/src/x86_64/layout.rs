@@ -4,7 +4,8 @@
 //! 0            boot structures (GDT 0x500, zero page, stack, page tables, command line)
 //! 0x9fc00      EBDA: MP table; ACPI tables at 0xe0000; reserved in the e820 map up to 1 MiB
 //! 1 MiB        the kernel, then RAM up to --mem (at most up to 3 GiB here) ...... "ram-low"
-//! 0xc0000000   32-bit MMIO hole: reserved (no device uses it yet)
+//! 0xc0000000   virtio-mmio transports: 8 slots of 4 KiB, GSIs 16-23 ([`virtio_mmio_slot`])
+//! 0xc0008000   32-bit MMIO hole: reserved (no device uses it yet)
 //! 0xe0000000   the hot-plug window: the only place `ram-add` may put RAM
 //! 0xfec00000   IOAPIC (4 KiB)
 //! 0xfee00000   local APIC (1 MiB)
@@ -60,6 +61,59 @@ pub const LAPIC_SIZE: u64 = 0x10_0000;
 pub const HOTPLUG_START: u64 = 0xe000_0000;
 /// The end (exclusive) of the hot-plug window: the IOAPIC.
 pub const HOTPLUG_END: u64 = IOAPIC;
+/// The first virtio-mmio transport's registers: the bottom of the 32-bit MMIO hole.
+pub const VIRTIO_MMIO_START: u64 = MMIO_HOLE;
+/// Each transport's window: the virtio-mmio registers (0x100) and the device's configuration
+/// space need 0x200; a whole page keeps every transport in its own page.
+pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x1000;
+/// How many transports the layout has room for (and GSIs for).
+pub const VIRTIO_MMIO_SLOTS: u32 = 8;
+/// Slot 0's interrupt. GSIs 16-23 are the IOAPIC's upper pins (it has 24): no ISA device
+/// (the PIT on 0/2, COM1 on 4, the SCI on 9) and not the 8259 (0-15) uses them.
+pub const VIRTIO_MMIO_FIRST_GSI: u32 = 16;
+/// The end (exclusive) of the virtio-mmio window.
+pub const VIRTIO_MMIO_END: u64 =
+    VIRTIO_MMIO_START + VIRTIO_MMIO_SLOTS as u64 * VIRTIO_MMIO_SLOT_SIZE;
+/// The number of IOAPIC pins (GSIs 0-23) KVM's in-kernel IOAPIC has.
+pub const IOAPIC_PINS: u32 = 24;
+
+/// Where one virtio-mmio transport lives: its register window and its interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioMmioSlot {
+    /// The slot number (the DSDT's `_UID`, and `vda`, `vdb`... in the guest's probe order).
+    pub index: u32,
+    /// The first register's guest-physical address.
+    pub base: u64,
+    /// The window's size.
+    pub size: u64,
+    /// The IOAPIC pin (GSI) its interrupt is wired to: edge-triggered, active high.
+    pub gsi: u32,
+}
+
+impl VirtioMmioSlot {
+    /// The same transport in the kernel command line's form, `virtio_mmio.device=4K@0xc0000000:16`,
+    /// for kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` (Debian's cloud kernel is
+    /// not: it reads the DSDT).
+    pub fn cmdline(&self) -> String {
+        format!(
+            "virtio_mmio.device={}K@{:#x}:{}",
+            self.size >> 10,
+            self.base,
+            self.gsi
+        )
+    }
+}
+
+/// Slot `index`'s window and GSI, or `None` past [`VIRTIO_MMIO_SLOTS`].
+pub fn virtio_mmio_slot(index: u32) -> Option<VirtioMmioSlot> {
+    (index < VIRTIO_MMIO_SLOTS).then(|| VirtioMmioSlot {
+        index,
+        base: VIRTIO_MMIO_START + u64::from(index) * VIRTIO_MMIO_SLOT_SIZE,
+        size: VIRTIO_MMIO_SLOT_SIZE,
+        gsi: VIRTIO_MMIO_FIRST_GSI + index,
+    })
+}
+
 /// The smallest guest memory the VMM accepts.
 pub const MIN_MEM: u64 = 16 << 20;
 /// The largest guest memory (what the boot page tables map, less the hole).
@@ -81,7 +135,8 @@ pub enum Use {
     Ram,
     /// Reserved: nothing may be mapped there.
     Reserved,
-    /// A device's MMIO registers (emulated by KVM's in-kernel irqchip).
+    /// A device's MMIO registers (the APICs, emulated by KVM's in-kernel irqchip, and the
+    /// VMM's virtio-mmio transports).
     Mmio,
     /// KVM's TSS pages.
     Tss,
@@ -112,8 +167,14 @@ pub fn regions(mem: u64) -> Vec<Region> {
     };
     let mut v = vec![r("ram-low", 0, mem.min(MMIO_HOLE), Use::Ram)];
     v.push(r(
+        "virtio-mmio",
+        VIRTIO_MMIO_START,
+        VIRTIO_MMIO_END,
+        Use::Mmio,
+    ));
+    v.push(r(
         "32-bit MMIO hole",
-        MMIO_HOLE,
+        VIRTIO_MMIO_END,
         HOTPLUG_START,
         Use::Reserved,
     ));
@@ -174,6 +235,51 @@ mod tests {
                 .collect();
             assert_eq!(ram, ram_ranges(mem), "{mem:#x}");
         }
+    }
+
+    #[test]
+    fn virtio_mmio_slots_fill_their_window_without_overlap_or_shared_gsis() {
+        let slots: Vec<_> = (0..VIRTIO_MMIO_SLOTS)
+            .map(|i| virtio_mmio_slot(i).unwrap())
+            .collect();
+        assert_eq!(virtio_mmio_slot(VIRTIO_MMIO_SLOTS), None);
+        assert_eq!(virtio_mmio_slot(u32::MAX), None);
+        for (i, a) in slots.iter().enumerate() {
+            assert_eq!(a.index, i as u32);
+            assert!(a.size >= 0x200, "registers + config space");
+            assert_eq!(a.base % 0x1000, 0, "page-aligned");
+            assert!(a.base >= VIRTIO_MMIO_START && a.base + a.size <= VIRTIO_MMIO_END);
+            // GSIs: on the IOAPIC, and none of the ISA lines the VMM wires (PIT, COM1, SCI).
+            assert!(a.gsi < IOAPIC_PINS, "{a:?}");
+            assert!(a.gsi >= 16, "{a:?} would share an 8259/ISA line");
+            for used in [
+                0,
+                2,
+                crate::x86_64::acpi::COM1_IRQ.into(),
+                crate::x86_64::acpi::SCI_IRQ.into(),
+            ] {
+                assert_ne!(a.gsi, used, "{a:?}");
+            }
+            for b in &slots[i + 1..] {
+                assert!(a.base + a.size <= b.base, "{a:?} overlaps {b:?}");
+                assert_ne!(a.gsi, b.gsi);
+            }
+        }
+        // The window is its own region of the layout, outside RAM and the hot-plug window,
+        // for every memory size.
+        for mem in [MIN_MEM, MMIO_HOLE, MAX_MEM] {
+            let v = regions(mem);
+            let w = v.iter().find(|r| r.name == "virtio-mmio").unwrap();
+            assert_eq!(
+                (w.start, w.end, w.kind),
+                (VIRTIO_MMIO_START, VIRTIO_MMIO_END, Use::Mmio)
+            );
+            for r in v.iter().filter(|r| r.name != "virtio-mmio") {
+                assert!(r.end <= w.start || r.start >= w.end, "{mem:#x}: {r:?}");
+            }
+        }
+        assert!(!in_hotplug_window(VIRTIO_MMIO_START, VIRTIO_MMIO_SLOT_SIZE));
+        assert_eq!(slots[1].cmdline(), "virtio_mmio.device=4K@0xc0001000:17");
     }
 
     #[test]

@@ -42,6 +42,20 @@ pub mod resource {
     pub const END_TAG: u8 = 0x79;
     /// The I/O descriptor's information byte: the device decodes 16 address bits.
     pub const DECODE_16: u8 = 1;
+    /// 32-bit fixed memory range descriptor (large item 0x06): 0x80 | 0x06.
+    pub const MEMORY32_FIXED: u8 = 0x86;
+    /// Extended interrupt descriptor (large item 0x09): 0x80 | 0x09.
+    pub const EXTENDED_INTERRUPT: u8 = 0x89;
+    /// Memory32Fixed's information byte: read-write (bit 0).
+    pub const READ_WRITE: u8 = 1;
+    /// Extended interrupt flags: the device consumes the interrupt (bit 0).
+    pub const CONSUMER: u8 = 1 << 0;
+    /// Extended interrupt flags: edge-triggered (bit 1; level when clear).
+    pub const EDGE: u8 = 1 << 1;
+    /// Extended interrupt flags: active low (bit 2; active high when clear).
+    pub const ACTIVE_LOW: u8 = 1 << 2;
+    /// Extended interrupt flags: shared (bit 3; exclusive when clear).
+    pub const SHARED: u8 = 1 << 3;
 }
 
 /// A `PkgLength` for `len` bytes that follow it: the encoded length counts its own bytes.
@@ -257,6 +271,32 @@ pub fn irq_no_flags(irq: u8) -> Vec<u8> {
     d
 }
 
+/// A large resource descriptor: the tag, the 16-bit body length, the body.
+fn large_descriptor(tag: u8, body: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(body.len()).expect("a resource descriptor body fits 16 bits");
+    let mut d = vec![tag];
+    d.extend_from_slice(&len.to_le_bytes());
+    d.extend_from_slice(body);
+    d
+}
+
+/// `Memory32Fixed(ReadWrite, base, len)` (or `ReadOnly` when `writable` is false).
+pub fn memory32_fixed(writable: bool, base: u32, len: u32) -> Vec<u8> {
+    let mut body = vec![if writable { resource::READ_WRITE } else { 0 }];
+    body.extend_from_slice(&base.to_le_bytes());
+    body.extend_from_slice(&len.to_le_bytes());
+    large_descriptor(resource::MEMORY32_FIXED, &body)
+}
+
+/// `Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi }`: one GSI of any number
+/// (the small IRQ descriptor names only 0-15), with `flags` from [`resource`]'s
+/// `CONSUMER | EDGE | ACTIVE_LOW | SHARED` bits.
+pub fn extended_interrupt(flags: u8, gsi: u32) -> Vec<u8> {
+    let mut body = vec![flags, 1];
+    body.extend_from_slice(&gsi.to_le_bytes());
+    large_descriptor(resource::EXTENDED_INTERRUPT, &body)
+}
+
 /// A decoder for the subset above, for tests: it turns a DSDT body back into terms.
 #[cfg(test)]
 pub mod decode {
@@ -468,21 +508,27 @@ pub mod decode {
         format!("{}{}{}{:02X}{:02X}", l(10), l(5), l(0), b[2], b[3])
     }
 
-    /// A small resource descriptor: (type, body).
+    /// The resource descriptors of a buffer: (type, body). A small descriptor's type is its
+    /// item name (tag >> 3, 0x00-0x0f); a large one's is its whole tag (0x80 | item name), so
+    /// the two never collide.
     pub fn resources(buf: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, String> {
         let mut v = Vec::new();
         let mut at = 0;
         while at < buf.len() {
             let tag = buf[at];
-            if tag & 0x80 != 0 {
-                return Err(format!("large resource descriptor at {at}"));
-            }
-            let (ty, len) = (tag >> 3, usize::from(tag & 7));
+            let (ty, start, len) = if tag & 0x80 != 0 {
+                let l = buf
+                    .get(at + 1..at + 3)
+                    .ok_or_else(|| format!("large descriptor at {at} has no length"))?;
+                (tag, at + 3, usize::from(u16::from_le_bytes([l[0], l[1]])))
+            } else {
+                (tag >> 3, at + 1, usize::from(tag & 7))
+            };
             let body = buf
-                .get(at + 1..at + 1 + len)
+                .get(start..start + len)
                 .ok_or_else(|| format!("descriptor at {at} overruns"))?;
             v.push((ty, body.to_vec()));
-            at += 1 + len;
+            at = start + len;
             if ty == 0x0f {
                 if at != buf.len() {
                     return Err("bytes after the end tag".into());
@@ -604,6 +650,37 @@ mod tests {
         assert_eq!(b, [0x47, 1, 0xf8, 3, 0xf8, 3, 1, 8, 0x22, 0x10, 0, 0x79, 0]);
         let r = decode::resources(&b).unwrap();
         assert_eq!(r.iter().map(|d| d.0).collect::<Vec<_>>(), [8, 4, 0xf]);
+    }
+
+    #[test]
+    fn large_descriptors_have_the_spec_layout_and_decode_back() {
+        // What ACPI 6.5 section 6.4.3.4 and 6.4.3.6 lay out (and iasl emits) for
+        // Memory32Fixed (ReadWrite, 0xFEB00000, 0x200) and
+        // Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 16 }.
+        let m = memory32_fixed(true, 0xfeb0_0000, 0x200);
+        assert_eq!(m, [0x86, 9, 0, 1, 0, 0, 0xb0, 0xfe, 0, 2, 0, 0]);
+        assert_eq!(memory32_fixed(false, 0, 0)[3], 0, "read-only");
+        use resource::{ACTIVE_LOW, CONSUMER, EDGE, SHARED};
+        let i = extended_interrupt(CONSUMER | EDGE, 16);
+        assert_eq!(i, [0x89, 6, 0, 3, 1, 16, 0, 0, 0]);
+        assert_eq!(
+            extended_interrupt(ACTIVE_LOW | SHARED, 0x1_0203)[3..],
+            [0x0c, 1, 3, 2, 1, 0]
+        );
+        let rt = resource_template(&[m, i, irq_no_flags(4)]);
+        let Ok(Obj::Buf(b)) = decode::object(&rt) else {
+            panic!("not a buffer")
+        };
+        let r = decode::resources(&b).unwrap();
+        assert_eq!(
+            r.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [0x86, 0x89, 4, 0xf]
+        );
+        assert_eq!(r[0].1.len(), 9);
+        assert_eq!(r[1].1, [3, 1, 16, 0, 0, 0]);
+        // A large descriptor whose length runs past the buffer is an error, not a panic.
+        assert!(decode::resources(&[0x86, 9, 0, 1]).is_err());
+        assert!(decode::resources(&[0x86]).is_err());
     }
 
     #[test]
