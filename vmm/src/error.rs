@@ -188,6 +188,22 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A `--disk` image could not be used.
+    #[error("--disk {}: {source}", path.display())]
+    Disk {
+        /// The image.
+        path: std::path::PathBuf,
+        /// Why (the message says what to do).
+        source: devices::Error,
+    },
+    /// More disks than the layout has virtio-mmio slots.
+    #[error("{asked} disks asked for, but the VM has room for {max}: give at most {max} --disk")]
+    TooManyDisks {
+        /// How many `--disk` options.
+        asked: usize,
+        /// The layout's slots.
+        max: usize,
+    },
     /// A device could not be set up.
     #[error("device set-up: {0}")]
     Device(#[from] devices::Error),

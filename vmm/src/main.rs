@@ -125,6 +125,12 @@ struct Cli {
     /// locked, so two VMMs cannot write one image.
     #[arg(long = "disk", value_name = "PATH[,ro]")]
     disks: Vec<vmm::kvm::virtio::DiskConfig>,
+    /// Also announce the --disk devices on the kernel command line
+    /// (`virtio_mmio.device=4K@0xc0000000:16`), for kernels built with
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES and no ACPI. The DSDT announces them to every ACPI
+    /// kernel (Debian's cloud kernel has no command-line form).
+    #[arg(long)]
+    virtio_cmdline: bool,
     /// Run without the per-thread seccomp filters. For debugging only (for example under
     /// `strace -f`, to find a system call a filter lacks): without them a VMM thread that a
     /// guest took over could make any system call. Says so on stderr.
@@ -350,6 +356,13 @@ fn vm_config(cli: &Cli, process_start: std::time::Instant, json_to_stdout: bool)
     });
     let cmdline = match cli.append.as_deref().map(str::trim) {
         Some(extra) if !extra.is_empty() => format!("{cmdline} {extra}"),
+        _ => cmdline,
+    };
+    // Too many disks is reported by the VM's set-up; here they just get no words.
+    let cmdline = match vmm::kvm::virtio::slots(cli.disks.len()) {
+        Ok(slots) if cli.virtio_cmdline && !slots.is_empty() => {
+            format!("{cmdline} {}", vmm::kvm::virtio::cmdline(&slots))
+        }
         _ => cmdline,
     };
     VmConfig {

@@ -330,6 +330,23 @@ pub const MAIN_LOOP: &[Allow] = &[
         libc::SYS_read,
         "stdin, the signalfd, eventfds, control clients, /proc/self/status",
     ),
+    any(
+        libc::SYS_pread64,
+        "virtio-blk reads from a --disk image into guest memory",
+    ),
+    any(
+        libc::SYS_pwrite64,
+        "virtio-blk writes from guest memory to a --disk image",
+    ),
+    any(libc::SYS_fdatasync, "virtio-blk FLUSH of a --disk image"),
+    when(
+        libc::SYS_fallocate,
+        Arg::Eq32(
+            1,
+            (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32,
+        ),
+        "virtio-blk DISCARD: a hole punched in a --disk image, its size kept",
+    ),
     any(libc::SYS_recvfrom, "control clients"),
     any(libc::SYS_sendto, "replies to control clients"),
     any(libc::SYS_accept4, "new control clients"),

@@ -8,6 +8,7 @@ use crate::frontend::console_out::{Console, ConsoleStats, Kind, Output};
 use crate::kvm::serial_sink::{fail_diagnostic, serial_sink, FailGrace, FAIL_LINE_GRACE};
 use crate::kvm::state::{Lifecycle, StateKind};
 use crate::kvm::vcpu::ExitCounters;
+use crate::kvm::virtio::{self, Disk};
 use crate::outcome::{FailScanner, Outcome};
 use crate::x86_64::boot::{self, BootConfig, KernelSource, Loaded};
 use crate::x86_64::layout::{EBDA, KVM_TSS};
@@ -124,6 +125,8 @@ pub struct VmShared {
     /// serial irqfd; the main loop's waker is added by [`VmShared::attach_loop`]. The vCPU
     /// seccomp filter allows `write(2)` to these only.
     vcpu_write_fds: Mutex<Vec<std::os::fd::RawFd>>,
+    /// The `--disk` devices (their queues are served on the main loop).
+    disks: Mutex<Vec<Disk>>,
     started: Instant,
     first_run: Mutex<Option<Duration>>,
     pub(crate) expect_seen: Mutex<Option<Duration>>,
@@ -267,7 +270,14 @@ impl VmShared {
         });
         self.fail_grace.lock().timer = Some(timer);
         self.vcpu_write_fds.lock().push(h.waker_fd());
+        virtio::attach_loop(&self.disks.lock(), self, h)?;
         Ok(())
+    }
+
+    /// Adds descriptors a vCPU thread may `write(2)` to (see
+    /// [`vcpu_write_fds`](Self::vcpu_write_fds)).
+    pub(crate) fn add_vcpu_write_fds(&self, fds: &[std::os::fd::RawFd]) {
+        self.vcpu_write_fds.lock().extend_from_slice(fds);
     }
 
     /// The descriptors a vCPU thread may `write(2)` to, besides stderr (for the vCPU
@@ -503,14 +513,19 @@ fn attach_memory(
     Ok(alt)
 }
 
-/// Writes the MP table and the ACPI tables (SMP Linux guests find their CPUs in the MADT).
-fn write_tables(mem: &memory::RamSnapshot, cpus: u8) -> Result<()> {
+/// Writes the MP table and the ACPI tables (SMP Linux guests find their CPUs in the MADT; the
+/// DSDT names the virtio-mmio transports).
+fn write_tables(
+    mem: &memory::RamSnapshot,
+    cpus: u8,
+    virtio_mmio: &[crate::x86_64::layout::VirtioMmioSlot],
+) -> Result<()> {
     mem.write_slice(&crate::x86_64::mptable::build(cpus), GuestAddress(EBDA))
         .map_err(|source| Error::GuestWrite {
             what: "the MP table",
             source,
         })?;
-    for (gpa, bytes) in crate::x86_64::acpi::build(cpus).regions {
+    for (gpa, bytes) in crate::x86_64::acpi::build_with(cpus, virtio_mmio).regions {
         mem.write_slice(&bytes, GuestAddress(gpa))
             .map_err(|source| Error::GuestWrite {
                 what: "the ACPI tables",
@@ -612,6 +627,9 @@ impl Vm {
     pub fn new_in(cfg: VmConfig, rcu: Rcu) -> Result<Vm> {
         let started = cfg.process_start.unwrap_or_else(Instant::now);
         let since = || started.elapsed();
+        // The disk images first: a missing, unreadable or locked one is an error with
+        // nothing to undo.
+        let blocks = virtio::open(&cfg.disks)?;
         let kvm = open_kvm()?;
         log::debug!("kvm opened: {:?} since start", since());
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
@@ -626,7 +644,7 @@ impl Vm {
         let mem = ram.snapshot_owned();
         let loaded = boot::load(&*mem, &cfg.boot)?;
         log::debug!("kernel loaded: {:?} since start", since());
-        write_tables(&mem, cpus)?;
+        write_tables(&mem, cpus, &virtio::slots(blocks.len())?)?;
         drop(mem);
 
         let shared = Arc::new(VmShared {
@@ -647,10 +665,12 @@ impl Vm {
                 .then(|| Arc::new(Mutex::new(FailScanner::new(&cfg.fail_on)))),
             fail_grace: Mutex::new(FailGrace::default()),
             vcpu_write_fds: Mutex::new(Vec::new()),
+            disks: Mutex::new(Vec::new()),
             guest_panic: Mutex::new(None),
         });
         shared.vcpu_write_fds.lock().push(shared.console.wake_fd());
         let (serial, counter) = add_devices(&vm, &shared, &cfg, alt)?;
+        *shared.disks.lock() = virtio::attach(&vm, &shared, blocks)?;
         let vcpus = create_vcpus(&kvm, &vm, cpus, loaded.entry)?;
         log::debug!("vCPUs configured: {:?} since start", since());
         Ok(Vm {
