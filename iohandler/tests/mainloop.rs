@@ -644,3 +644,86 @@ fn quit_returns_within_its_bound_while_a_reader_is_stuck() {
         "freed once the reader left"
     );
 }
+
+/// A device's queue-notify handler (an eventfd, as a virtio disk's ioeventfd) added and
+/// removed over and over from another thread while another eventfd handler is busy: the
+/// busy handler keeps being served, each added handler is served (it was ready when added),
+/// and no add or removal waits for long. This is how a disk's handler would come and go
+/// while the guest runs.
+#[test]
+fn eventfd_handlers_come_and_go_while_another_is_busy_without_stalling_the_loop() {
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    let ml = MainLoop::new().unwrap();
+    let (h, t) = spawn_loop(ml);
+    let busy = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let busy_calls = Arc::new(AtomicUsize::new(0));
+    {
+        let (b, n) = (busy.clone(), busy_calls.clone());
+        h.set_read_handler(std::os::fd::AsRawFd::as_raw_fd(&*busy), move || {
+            let _ = b.read();
+            n.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (b, stop) = (busy.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = b.write(1);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    // The busy handler's progress, sampled: the longest time it was not served.
+    let watcher = {
+        let (n, stop) = (busy_calls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut last, mut since, mut worst) = (0, Instant::now(), Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+                let now = n.load(Ordering::Relaxed);
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                }
+                worst = worst.max(since.elapsed());
+            }
+            worst
+        })
+    };
+    let mut slowest = Duration::ZERO;
+    for i in 0..300 {
+        let fd = EventFd::new(EFD_NONBLOCK).unwrap();
+        fd.write(1).unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let s2 = served.clone();
+        let t0 = Instant::now();
+        h.set_read_handler(raw, move || {
+            let _ = fd.read();
+            s2.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        slowest = slowest.max(t0.elapsed());
+        wait_until(&format!("added handler {i} served"), LONG, || {
+            served.load(Ordering::Relaxed) == 1
+        });
+        let t0 = Instant::now();
+        assert!(h.remove_fd_handler(raw), "handler {i} was registered");
+        slowest = slowest.max(t0.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let starved = watcher.join().unwrap();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "an add or removal took {slowest:?}"
+    );
+    assert!(
+        starved < Duration::from_secs(1),
+        "the busy handler went {starved:?} without being served"
+    );
+    assert!(busy_calls.load(Ordering::Relaxed) > 0);
+    h.quit();
+    t.join().unwrap().unwrap();
+}

@@ -90,6 +90,22 @@ exit $st
     )
 }
 
+/// A Linux boot from a copy of the root image (`scripts/mkrootfs.sh`) as `--disk`
+/// `disk_opts`, asking the root to be mounted `mode`, running the root image's `tasks`;
+/// console to `NAME.out`, then `NAME status N`.
+fn disk_boot(name: &str, cpus: u8, disk_opts: &str, mode: &str, tasks: &str) -> String {
+    format!(
+        "\"$VMM\" --kernel \"$FILES/bzImage\" --initrd \"$FILES/initramfs.cpio.gz\" --cpus {cpus} \
+         --mem 256M --timeout 90s --fail-on-kernel-errors --disk disk.img{disk_opts} \
+         --append 'root=/dev/vda {mode} rvmm.run={tasks} rvmm.token={DISK_TOKEN}' \
+         --log {name}.log --result-json {name}.json > {name}.out 2> {name}.err\n\
+         echo \"{name} status $?\"\n"
+    )
+}
+
+/// What the disk jobs write in one boot and read back in the next.
+const DISK_TOKEN: &str = "tok-4242";
+
 fn jobs() -> Vec<Job> {
     let mut v = Vec::new();
     let t = Duration::from_secs;
@@ -152,6 +168,24 @@ fn jobs() -> Vec<Job> {
             "--fail-on 'cpus: '",
         ),
     ));
+    // Booting from a virtio-blk disk: a write survives into the next boot (with 1, then 2
+    // vCPUs); a read-only disk refuses writes even when the guest asks for rw.
+    v.push(Job::new(
+        "disk-persist",
+        &format!(
+            "cp \"$FILES/root.img\" disk.img\n{}{}echo \"host-side token lines: $(grep -c {DISK_TOKEN} disk.img)\"\n\
+             cat boot1.out boot2.out\ncat boot1.err boot2.err >&2\n",
+            disk_boot("boot1", 1, "", "rw", "info,write"),
+            disk_boot("boot2", 2, "", "rw", "info,read"),
+        ),
+    ));
+    v.push(Job::new(
+        "disk-ro",
+        &format!(
+            "cp \"$FILES/root.img\" disk.img\n{}cat ro.out\ncat ro.err >&2\n",
+            disk_boot("ro", 1, ",ro", "rw", "info,try-write"),
+        ),
+    ));
     // The built-in guest.
     let builtin = |extra: &str, cmdline: &str| {
         format!(
@@ -212,8 +246,22 @@ fn run_suite() -> Result<Batch, String> {
         std::fs::write(&p, a.to_cpio_gz()).map_err(|e| e.to_string())?;
         overlays.push((p, format!("action-{action}.cpio.gz")));
     }
+    let root = dir.join("root.img");
+    let made = std::process::Command::new("bash")
+        .arg(tests::nested::repo_dir().join("scripts/mkrootfs.sh"))
+        .arg(&root)
+        .arg("64")
+        .status()
+        .map_err(|e| format!("running scripts/mkrootfs.sh: {e}"))?;
+    if !made.success() {
+        return Err(format!(
+            "scripts/mkrootfs.sh {} 64 failed ({made}); run it by hand to see why",
+            root.display()
+        ));
+    }
     h.file(&guest.kernel, "bzImage")
-        .file(&guest.initramfs, "initramfs.cpio.gz");
+        .file(&guest.initramfs, "initramfs.cpio.gz")
+        .file(&root, "root.img");
     for (p, n) in &overlays {
         h.file(p, n);
     }
@@ -633,4 +681,101 @@ fn a_kernel_that_does_not_boot_is_reported_with_status_and_log_tail() {
             || d.contains("Kernel panic"),
         "the report has vmm's status and the log's tail",
     );
+}
+
+/// The console lines of a disk boot that start with `prefix`.
+fn disk_lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn linux_boots_from_a_virtio_disk_and_a_write_survives_into_the_next_boot() {
+    let j = suite().job("disk-persist");
+    check(j, j.status == 0 && !j.timed_out, "exit status 0");
+    let out = console(j);
+    for boot in ["boot1", "boot2"] {
+        check(
+            j,
+            out.contains(&format!("{boot} status 0")),
+            &format!("{boot}: status 0"),
+        );
+        let v: serde_json::Value = serde_json::from_str(j.text(&format!("{boot}.json")).trim())
+            .unwrap_or_else(|e| panic!("{boot}.json: {e}\n{}", j.describe()));
+        check(
+            j,
+            v["exit_reason"] == "power-off",
+            &format!("{boot}: power-off"),
+        );
+        clean(j, &j.text(&format!("{boot}.log")));
+    }
+    // Both boots mounted the disk read-write and ran the disk's own init.
+    check(
+        j,
+        disk_lines(&out, "RVMM-ROOT-MOUNTED /dev/vda rw").len() == 2,
+        "the root mounted rw twice",
+    );
+    check(
+        j,
+        disk_lines(&out, "RVMM-DISK-INIT").len() == 2,
+        "the disk's init ran twice",
+    );
+    for cpus in [1, 2] {
+        check(
+            j,
+            out.lines().any(|l| l.contains(&format!("cpus {cpus}"))),
+            &format!("a boot with {cpus} vCPU(s)"),
+        );
+    }
+    check(
+        j,
+        disk_lines(&out, &format!("RVMM-WROTE {DISK_TOKEN}")).len() == 1,
+        "boot 1 wrote the token",
+    );
+    check(
+        j,
+        disk_lines(&out, &format!("RVMM-READ {DISK_TOKEN}")).len() == 1,
+        "boot 2 read it back",
+    );
+    check(
+        j,
+        line_value(&out, "host-side token lines:").is_some_and(|n| n != "0"),
+        "the image file holds the token after the VMM exited (the guest's sync was flushed)",
+    );
+    check(
+        j,
+        disk_lines(&out, "RVMM-TASK-FAILED").is_empty(),
+        "no task failed",
+    );
+}
+
+#[test]
+fn a_read_only_disk_refuses_writes_and_the_vmm_stays_up() {
+    let j = suite().job("disk-ro");
+    check(j, j.status == 0 && !j.timed_out, "exit status 0");
+    let out = console(j);
+    check(
+        j,
+        out.contains("ro status 0"),
+        "the VMM ran to the guest's power-off",
+    );
+    let v: serde_json::Value = serde_json::from_str(j.text("ro.json").trim())
+        .unwrap_or_else(|e| panic!("ro.json: {e}\n{}", j.describe()));
+    check(j, v["exit_reason"] == "power-off", "power-off");
+    // The guest asked for rw; the device says read-only (VIRTIO_BLK_F_RO), so the kernel
+    // mounts it ro and the write fails with EROFS.
+    check(
+        j,
+        disk_lines(&out, "RVMM-ROOT-MOUNTED /dev/vda ro").len() == 1,
+        "mounted ro although rw was asked",
+    );
+    let refused = disk_lines(&out, "RVMM-WRITE-REFUSED");
+    check(
+        j,
+        refused.len() == 1 && refused[0].contains("Read-only file system"),
+        "the write is refused with EROFS",
+    );
+    clean(j, &j.text("ro.log"));
 }

@@ -189,7 +189,7 @@ pub enum Error {
         why: String,
     },
     /// A `--disk` image could not be used.
-    #[error("--disk {}: {source}", path.display())]
+    #[error("--disk: {source}")]
     Disk {
         /// The image.
         path: std::path::PathBuf,
