@@ -275,22 +275,28 @@ fn run_suite() -> Result<Batch, String> {
         // watchdog notices such a stall first, it prints "BUG: soft lockup", which
         // --fail-on-kernel-errors turns into status 7: the same stall, treated the same; and
         // a job whose script waits for the guest (the console sessions) can reach its own
-        // deadline first (killed, TIMED OUT). The job runs again in a fresh L1; a second
-        // failure stands, and the first attempt is printed either way.
+        // deadline first (killed, TIMED OUT). The job runs again in a fresh L1, at most
+        // RERUNS times (this stall hit one 2-vCPU job in 3 of 4 suite runs on 2026-12-07,
+        // once twice in a row); a last failure stands, and every failed attempt is printed.
         let stalled = |r: &JobResult| {
             r.status == 3
                 || (r.status == 7 && r.text("stderr").contains("BUG: soft lockup"))
                 || (r.timed_out && !EXPECTS_TIMEOUT.contains(&r.name.as_str()))
         };
-        let again: Vec<Job> = jobs
-            .iter()
-            .filter(|j| {
-                let r = b.job(&j.name);
-                (r.status == 5 && !EXPECTS_TRIPLE_FAULT.contains(&j.name.as_str())) || stalled(r)
-            })
-            .cloned()
-            .collect();
-        if !again.is_empty() {
+        // Up to RERUNS more attempts, each in a fresh L1, for the jobs still failing so.
+        for attempt in 1..=RERUNS {
+            let again: Vec<Job> = jobs
+                .iter()
+                .filter(|j| {
+                    let r = b.job(&j.name);
+                    (r.status == 5 && !EXPECTS_TRIPLE_FAULT.contains(&j.name.as_str()))
+                        || stalled(r)
+                })
+                .cloned()
+                .collect();
+            if again.is_empty() {
+                break;
+            }
             for j in &again {
                 let what = match b.job(&j.name).status {
                     _ if b.job(&j.name).timed_out => "the job's deadline (the guest stalled)",
@@ -299,8 +305,8 @@ fn run_suite() -> Result<Batch, String> {
                     _ => "the VMM's --timeout (the guest stalled)",
                 };
                 eprintln!(
-                    "nested suite: warning: {} ended in {what}; running it once more in a \
-                     fresh L1. First attempt:\n{}",
+                    "nested suite: warning: {} ended in {what}; running it again in a fresh \
+                     L1 (rerun {attempt} of at most {RERUNS}). The failed attempt:\n{}",
                     j.name,
                     b.job(&j.name).describe()
                 );
@@ -341,6 +347,10 @@ fn run_suite() -> Result<Batch, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// How many more times a job that stalled (or hit an unexpected triple fault) runs, each in a
+/// fresh L1.
+const RERUNS: usize = 2;
 
 /// The jobs that reach their deadline on purpose (the harness's own check).
 const EXPECTS_TIMEOUT: &[&str] = &["hang"];
