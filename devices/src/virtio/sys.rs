@@ -16,57 +16,48 @@ fn off(offset: u64) -> io::Result<libc::off_t> {
 /// the end of the file is an `UnexpectedEof` error (the caller checks the capacity first, so
 /// this only happens if someone else shrank the file).
 pub(crate) fn read_into_guest(file: &File, range: &GuestRange<'_>, offset: u64) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < range.len() {
-        let pos = off(offset
-            .checked_add(done as u64)
-            .ok_or(io::ErrorKind::InvalidInput)?)?;
-        // SAFETY: `host_ptr()..host_ptr() + len()` is mapped, writable host memory for the
-        // range's lifetime (it lies in one RamBlock kept alive by the caller's snapshot or
-        // read-side section), and `done < len`, so the kernel writes only inside it. No Rust
-        // reference to that memory is created: the kernel writes through a raw pointer, as the
-        // guest itself may at any time.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                range.host_ptr().add(done).cast(),
-                range.len() - done,
-                pos,
-            )
-        };
-        match n {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => done += n as usize,
-        }
-    }
-    Ok(())
+    transfer(
+        range,
+        offset,
+        io::ErrorKind::UnexpectedEof,
+        |ptr, len, pos| {
+            // SAFETY: `ptr..ptr + len` lies inside the range (see `transfer`), which is mapped,
+            // writable host memory for its lifetime (it lies in one RamBlock kept alive by the
+            // caller's snapshot or read-side section), so the kernel writes only inside it. No
+            // Rust reference to that memory is created: the kernel writes through a raw pointer,
+            // as the guest itself may at any time.
+            unsafe { libc::pread(file.as_raw_fd(), ptr.cast(), len, pos) }
+        },
+    )
 }
 
 /// Writes the guest range to `file` at `offset`.
 pub(crate) fn write_from_guest(file: &File, range: &GuestRange<'_>, offset: u64) -> io::Result<()> {
+    transfer(range, offset, io::ErrorKind::WriteZero, |ptr, len, pos| {
+        // SAFETY: as in `read_into_guest`: `ptr..ptr + len` lies inside the range, mapped for
+        // its lifetime, and the kernel only reads it.
+        unsafe { libc::pwrite(file.as_raw_fd(), ptr.cast(), len, pos) }
+    })
+}
+
+/// The loop around `pread`/`pwrite`: calls `op(ptr, len, pos)` for what is left of the range
+/// (`ptr` inside it, `len` bytes to its end, `pos` the file offset) until all of it is done,
+/// retrying on EINTR; a call that moves 0 bytes is the error `zero`.
+fn transfer(
+    range: &GuestRange<'_>,
+    offset: u64,
+    zero: io::ErrorKind,
+    mut op: impl FnMut(*mut u8, usize, libc::off_t) -> isize,
+) -> io::Result<()> {
     let mut done = 0usize;
     while done < range.len() {
         let pos = off(offset
             .checked_add(done as u64)
             .ok_or(io::ErrorKind::InvalidInput)?)?;
-        // SAFETY: as in `read_into_guest`: the range is mapped for its lifetime and the kernel
-        // only reads `len - done` bytes from inside it.
-        let n = unsafe {
-            libc::pwrite(
-                file.as_raw_fd(),
-                range.host_ptr().add(done).cast(),
-                range.len() - done,
-                pos,
-            )
-        };
-        match n {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
+        // `done < len`: the pointer stays inside the range's mapping.
+        let ptr = range.host_ptr().wrapping_add(done);
+        match op(ptr, range.len() - done, pos) {
+            0 => return Err(zero.into()),
             n if n < 0 => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
