@@ -213,8 +213,8 @@ fn conclude(id: usize, after: After, vcpu: &mut VcpuFd) -> Option<(Outcome, Opti
             return None;
         }
         // A device this exit reached stopped the VM: a panic says where.
-        After::Request(ExitRequest::Reset) => return Some((Outcome::Reset, None)),
-        After::Request(ExitRequest::PowerOff) => return Some((Outcome::PowerOff, None)),
+        After::Request(ExitRequest::Reset) => Outcome::Reset,
+        After::Request(ExitRequest::PowerOff) => Outcome::PowerOff,
         After::Request(ExitRequest::Panic) => {
             return Some((
                 Outcome::Panic,

@@ -78,18 +78,23 @@ pub fn slots(count: usize) -> Result<Vec<VirtioMmioSlot>> {
 }
 
 /// Opens every `--disk` image once (and locks it), before any KVM object exists, so that a
-/// missing, unreadable or locked image is a clear error with nothing to undo.
-pub fn open(disks: &[DiskConfig]) -> Result<Vec<Block>> {
-    slots(disks.len())?;
+/// missing, unreadable or locked image is a clear error with nothing to undo; each with the
+/// layout slot it gets.
+pub fn open(disks: &[DiskConfig]) -> Result<Vec<(VirtioMmioSlot, Block)>> {
+    let slots = slots(disks.len())?;
     disks
         .iter()
+        .zip(slots)
         .enumerate()
-        .map(|(i, d)| {
+        .map(|(i, (d, slot))| {
             let block = Block::open(&d.path, d.read_only).map_err(|source| Error::Disk {
                 path: d.path.clone(),
                 source,
             })?;
-            Ok(block.with_serial(&format!("rvmm-vd{}", disk_letter(i))))
+            Ok((
+                slot,
+                block.with_serial(&format!("rvmm-vd{}", disk_letter(i))),
+            ))
         })
         .collect()
 }
@@ -99,14 +104,17 @@ fn disk_letter(i: usize) -> char {
     char::from(b'a' + (i % 26) as u8)
 }
 
-/// Puts each opened disk on the MMIO bus in its slot: the transport, its irqfd on the slot's
+/// Puts each opened disk ([`open`]) on the MMIO bus in its slot: the transport, its irqfd on the slot's
 /// GSI and an ioeventfd on its QueueNotify register per queue. The descriptors a vCPU may
 /// write (the notify eventfds, when KVM does not catch the write; the irqfd) join
 /// [`VmShared::vcpu_write_fds`].
-pub fn attach(vm: &VmFd, shared: &VmShared, blocks: Vec<Block>) -> Result<Vec<Disk>> {
-    let slots = slots(blocks.len())?;
+pub fn attach(
+    vm: &VmFd,
+    shared: &VmShared,
+    opened: Vec<(VirtioMmioSlot, Block)>,
+) -> Result<Vec<Disk>> {
     let mut disks = Vec::new();
-    for (block, slot) in blocks.into_iter().zip(slots) {
+    for (slot, block) in opened {
         let irq = EventFd::new(EFD_NONBLOCK).map_err(io("creating a disk's irq eventfd"))?;
         vm.register_irqfd(&irq, slot.gsi)
             .map_err(kvm_err("KVM_IRQFD (virtio-mmio)"))?;

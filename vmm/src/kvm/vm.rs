@@ -629,7 +629,7 @@ impl Vm {
         let since = || started.elapsed();
         // The disk images first: a missing, unreadable or locked one is an error with
         // nothing to undo.
-        let blocks = virtio::open(&cfg.disks)?;
+        let disks = virtio::open(&cfg.disks)?;
         let kvm = open_kvm()?;
         log::debug!("kvm opened: {:?} since start", since());
         let cpus = check_cpus(&kvm, cfg.boot.cpus as u64)?;
@@ -644,7 +644,8 @@ impl Vm {
         let mem = ram.snapshot_owned();
         let loaded = boot::load(&*mem, &cfg.boot)?;
         log::debug!("kernel loaded: {:?} since start", since());
-        write_tables(&mem, cpus, &virtio::slots(blocks.len())?)?;
+        let slots: Vec<_> = disks.iter().map(|(slot, _)| *slot).collect();
+        write_tables(&mem, cpus, &slots)?;
         drop(mem);
 
         let shared = Arc::new(VmShared {
@@ -670,7 +671,7 @@ impl Vm {
         });
         shared.vcpu_write_fds.lock().push(shared.console.wake_fd());
         let (serial, counter) = add_devices(&vm, &shared, &cfg, alt)?;
-        *shared.disks.lock() = virtio::attach(&vm, &shared, blocks)?;
+        *shared.disks.lock() = virtio::attach(&vm, &shared, disks)?;
         let vcpus = create_vcpus(&kvm, &vm, cpus, loaded.entry)?;
         log::debug!("vCPUs configured: {:?} since start", since());
         Ok(Vm {
