@@ -17,22 +17,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 n=${1:-5}
 case "$n" in '' | *[!0-9]* | 0) echo "N must be a positive number, not '$n'" >&2; exit 2 ;; esac
 mem=${MEM:-512M}
-qemu=$(command -v "${QEMU:-qemu-system-x86_64}") || {
-    bash "$repo/scripts/fetch-nested-kvm.sh" >/dev/null
-    qemu=$(command -v qemu-system-x86_64)
-}
-bios=""
-for b in /usr/share/qemu/bios-microvm.bin /usr/share/seabios/bios-microvm.bin; do
-    [ -f "$b" ] && { bios=$b; break; }
-done
-[ -n "$bios" ] || { echo "no bios-microvm.bin in /usr/share/qemu or /usr/share/seabios: install Debian's seabios" >&2; exit 1; }
-# The option ROM that loads the kernel (QEMU 10's microvm needs it; x-option-roms=off left
-# the guest in the firmware).
-optrom=/usr/share/qemu/linuxboot_dma.bin
-[ -f "$optrom" ] || { echo "no $optrom: install Debian's qemu-system-data" >&2; exit 1; }
-
-(cd "$repo" && cargo build --release --quiet -p vmm --bins && cargo build --release --quiet -p tests --bin nested-kvm)
-eval "$(bash "$repo/scripts/fetch-linux-guest.sh" 2>/dev/null | sed -n 's/^kernel: *\(.*\)/kernel=\1/p; s/^initramfs: *\(.*\)/initramfs=\1/p')"
+# shellcheck source=nested-bench-lib.sh
+. "$repo/scripts/nested-bench-lib.sh"
+nested_bench_setup
 
 # The default command line, as `vmm --help` prints it.
 vmm_cmdline=$("$repo/target/release/vmm" --help | sed -n '/^A Linux --kernel gets/{n;s/^ *//;p}')
